@@ -1,0 +1,114 @@
+"""``create_app``: the Flask application that WeCom calls.
+
+Reads top to bottom: configuration, store, plugins, one :class:`Bot` per app,
+routes. All state lives on the app (``app.extensions["wechatbot"]``), so tests
+can build as many apps as they like.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Mapping
+
+from flask import Flask, Response, request
+
+from .bot import Bot, ReplayError
+from .config import Config, load_config
+from .crypto import SignatureError, WeComCryptoError
+from .messages import MessageParseError
+from .plugins import LoadedPlugin, installed_plugins, load, plugin_manager, select
+from .store import open_store
+
+log = logging.getLogger("wechatbot")
+
+QUERY_KEYS = ("msg_signature", "timestamp", "nonce")
+
+
+class Host:
+    """Everything one Flask app serves: config, store and a Bot per WeCom app."""
+
+    def __init__(self, config: Config, extra_plugins: Mapping[str, Any] | None = None) -> None:
+        self.config = config
+        self.store = open_store(config.store)
+        self.candidates = installed_plugins(config.plugins_dir, extra_plugins)
+        cache: dict[str, LoadedPlugin] = {}
+        self.bots: dict[str, Bot] = {}
+        for name, app in config.apps.items():
+            order = select(app.plugins or config.plugins, config.disabled, self.candidates)
+            plugins = load(self.candidates, order, cache)
+            self.bots[name] = Bot(app, config, plugins, plugin_manager(plugins), self.store)
+        self.loaded = cache
+
+    def start(self) -> None:
+        """Run the plugins' start-up hooks for every app."""
+        for bot in self.bots.values():
+            bot.start()
+            log.info("app [%s] at %s: plugins %s", bot.app.section, bot.app.path, ", ".join(p.name for p in bot.plugins) or "none")
+
+
+def create_app(config: Config | str | os.PathLike[str] | None = None, *, plugins: Mapping[str, Any] | None = None) -> Flask:
+    """Build the Flask app from a Config, a config file path, or ``$WECHATBOT_CONFIG``.
+
+    ``plugins`` registers extra plugin objects by name (tests and embedding);
+    they are selected and ordered like installed ones.
+    """
+    if not isinstance(config, Config):
+        config = load_config(config)
+    host = Host(config, plugins)
+    host.start()
+
+    app = Flask("wechatbot")
+    app.config["MAX_CONTENT_LENGTH"] = config.max_body
+    app.extensions["wechatbot"] = host
+
+    for bot in host.bots.values():
+        app.add_url_rule(bot.app.path, f"callback_{bot.app.name or 'default'}", _callback_view(bot), methods=["GET", "POST"])
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        return Response("ok\n", mimetype="text/plain")
+
+    @app.errorhandler(413)
+    def too_large(_: Exception) -> Response:
+        log.warning("refused %s %s: body over max_body (%d bytes)", request.method, request.path, config.max_body)
+        return Response(f"request body over {config.max_body} bytes\n", status=413, mimetype="text/plain")
+
+    return app
+
+
+def _callback_view(bot: Bot) -> Any:
+    def callback() -> Response:
+        missing = [k for k in QUERY_KEYS + (("echostr",) if request.method == "GET" else ()) if not request.args.get(k)]
+        if missing:
+            return _refuse(400, f"missing query parameter(s): {', '.join(missing)}")
+        sig, ts, nonce = (request.args[k] for k in QUERY_KEYS)
+        try:
+            if request.method == "GET":
+                # WeCom percent-encodes '+' in echostr; a proxy that decodes it as a form turns it into a space.
+                echostr = request.args["echostr"].replace(" ", "+")
+                return Response(bot.verify_url(sig, ts, nonce, echostr), mimetype="text/plain")
+            content_length = request.content_length
+            if content_length is not None and content_length > bot.config.max_body:
+                return _refuse(413, f"request body over {bot.config.max_body} bytes")
+            answer = bot.handle_callback(request.get_data(cache=False), sig, ts, nonce)
+        except (SignatureError, ReplayError) as exc:
+            return _refuse(403, str(exc))
+        except (WeComCryptoError, MessageParseError) as exc:
+            return _refuse(400, str(exc))
+        if answer.message is not None:
+            log.info(
+                "[%s] %s from %s answered by %s",
+                bot.app.section, _describe(answer.message), answer.message.from_user, answer.plugin or "no plugin",
+            )
+        return Response(answer.body, mimetype="application/xml" if answer.body else "text/plain")
+
+    return callback
+
+
+def _describe(message: Any) -> str:
+    return f"event {message.event}" if message.is_event else f"{message.type} message"
+
+
+def _refuse(status: int, reason: str) -> Response:
+    log.warning("refused %s %s from %s: %d %s", request.method, request.path, request.remote_addr, status, reason)
+    return Response(reason + "\n", status=status, mimetype="text/plain")

@@ -1,0 +1,157 @@
+"""One configured WeCom app at run time: its crypto, its plugins, its API client.
+
+The HTTP layer (``app.py``) only moves bytes; everything a callback means —
+check, decrypt, parse, ask the plugins, render and encrypt the answer — is here,
+so that the CLI's simulator and the tests reach the same code.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import pluggy
+
+from .api import WeComAPI, client_for
+from .config import AppConfig, Config
+from .context import PluginContext
+from .crypto import SignatureError, WeComCrypto
+from .dispatch import first_reply, notify_all
+from .messages import Message, parse_message
+from .plugins import LoadedPlugin
+from .replies import Reply, TextReply
+from .store import Store
+
+log = logging.getLogger("wechatbot")
+
+
+class ReplayError(SignatureError):
+    """The callback's timestamp is outside ``[wechatbot] replay_window``."""
+
+
+@dataclass
+class Answer:
+    """What the HTTP layer sends back: a body (may be empty) and how it was reached."""
+
+    body: str
+    message: Message | None = None
+    plugin: str | None = None
+
+
+class Bot:
+    """The run-time side of one ``[wecom]`` / ``[wecom:NAME]`` section."""
+
+    def __init__(self, app: AppConfig, config: Config, plugins: list[LoadedPlugin], pm: pluggy.PluginManager, store: Store) -> None:
+        self.app = app
+        self.config = config
+        self.plugins = plugins
+        self.pm = pm
+        self.store = store
+        self.crypto = WeComCrypto(app.token, app.encoding_aes_key, app.receive_id)
+        self.contexts = {
+            p.name: PluginContext(p.name, app, config.plugin_config(p.name), store, lambda: self.api)
+            for p in plugins
+        }
+        self.delivery: Any = None  # set by the host when deferred delivery is configured
+
+    @cached_property
+    def api(self) -> WeComAPI:
+        """The app's WeCom API client, made on first use."""
+        return client_for(self.app, self.store)
+
+    def context_for(self, plugin_name: str) -> PluginContext:
+        """The context handed to ``plugin_name``."""
+        return self.contexts[plugin_name]
+
+    def start(self) -> None:
+        """Run every plugin's ``startup`` hook; a failure stops start-up naming the plugin."""
+        for impl in reversed(self.pm.hook.startup.get_hookimpls()):
+            try:
+                impl.function(*[{"context": self.context_for(impl.plugin_name)}[a] for a in impl.argnames])
+            except Exception as exc:
+                raise RuntimeError(
+                    f"plugin {impl.plugin_name!r} failed to start for app [{self.app.section}]: {exc}; "
+                    f"fix its [plugin:{impl.plugin_name}] section or disable it"
+                ) from exc
+
+    def check_timestamp(self, timestamp: str) -> None:
+        """Refuse a callback whose timestamp is too far from our clock (a replay)."""
+        window = self.config.replay_window
+        if not window:
+            return
+        try:
+            skew = abs(time.time() - int(timestamp))
+        except ValueError:
+            raise ReplayError(f"timestamp {timestamp[:20]!r} is not a number of seconds") from None
+        if skew > window:
+            raise ReplayError(
+                f"timestamp is {skew:.0f} s away from this host's clock (replay_window = {window:g} s): "
+                "a replayed request, or this host's clock is wrong"
+            )
+
+    def verify_url(self, msg_signature: str, timestamp: str, nonce: str, echostr: str) -> str:
+        """Answer WeCom's URL verification: the decrypted echostr."""
+        self.check_timestamp(timestamp)
+        return self.crypto.verify_url(msg_signature, timestamp, nonce, echostr)
+
+    def handle_callback(self, body: bytes, msg_signature: str, timestamp: str, nonce: str) -> Answer:
+        """Check, decrypt and answer one POSTed callback."""
+        self.check_timestamp(timestamp)
+        plaintext = self.crypto.decrypt_message(body, msg_signature, timestamp, nonce)
+        message = parse_message(plaintext)
+        if self.delivery is not None:
+            plugin, reply = self.delivery.answer(self, message)
+        else:
+            found = first_reply(self.pm, message, self.context_for)
+            plugin, reply = found if found else (None, None)
+        return Answer(self.render(reply, message, nonce), message, plugin)
+
+    def ask_plugins(self, message: Message) -> tuple[str | None, Reply | None]:
+        """Run the plugins for ``message``: ``(plugin, reply)`` or ``(None, None)``."""
+        found = first_reply(self.pm, message, self.context_for)
+        return found if found else (None, None)
+
+    def render(self, reply: Reply | None, message: Message, nonce: str) -> str:
+        """The encrypted passive answer for ``reply`` ("" when there is none).
+
+        Replies that a passive answer cannot carry (text over 2048 bytes,
+        markdown) are pushed through ``message/send`` instead, never cut.
+        """
+        if reply is None:
+            return ""
+        if not self.fits_passive(reply):
+            self.push(reply, message)
+            return ""
+        xml = reply.to_xml(to_user=message.from_user, from_user=message.to_user, create_time=int(time.time()))
+        return self.crypto.encrypt_reply(xml, nonce)
+
+    @staticmethod
+    def fits_passive(reply: Reply) -> bool:
+        """Whether a passive XML answer can carry ``reply``."""
+        if isinstance(reply, TextReply):
+            return reply.fits_passive
+        return reply.msg_type != "markdown"
+
+    def push(self, reply: Reply, message: Message) -> None:
+        """Deliver ``reply`` to the message's sender through the WeCom API."""
+        if self.delivery is not None:
+            self.delivery.push_later(self, reply, message)
+        else:
+            send_reply(self.api, reply, message.from_user)
+
+    def notify(self, hook_name: str, **kwargs: Any) -> list[tuple[str, Any]]:
+        """Call every plugin's ``hook_name``, isolating failures."""
+        return notify_all(self.pm, hook_name, self.context_for, **kwargs)
+
+
+def send_reply(api: WeComAPI, reply: Reply, to_user: str) -> list[dict]:
+    """Push a reply through ``message/send`` (texts in parts when long)."""
+    if isinstance(reply, TextReply):
+        return api.send_text(to_user, reply.content)
+    if reply.msg_type == "update_template_card" or hasattr(reply, "to_update_body"):
+        return [api.update_template_card(reply.to_update_body())]  # type: ignore[attr-defined]
+    body = reply.to_send_body()
+    msgtype = body.pop("msgtype")
+    return [api.send(msgtype, body[msgtype], touser=to_user)]

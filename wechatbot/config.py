@@ -1,0 +1,253 @@
+"""The configuration: one INI file plus environment overrides, validated up front.
+
+Every mistake a user can make in the file (a missing key, a number that is not
+a number, a key we do not know) becomes a :class:`ConfigError` that names the
+section and key, at start-up, instead of a failure on the first callback.
+"""
+from __future__ import annotations
+
+import configparser
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+DEFAULT_API_BASE = "https://qyapi.weixin.qq.com"
+DEFAULT_STORE = "sqlite:///var/wechatbot.db"
+
+APP_KEYS = {
+    "corp_id", "token", "encoding_aes_key", "agent_id", "secret", "api_base",
+    "receive_id", "plugins",
+}
+HOST_KEYS = {
+    "callback_path", "plugins", "disabled", "plugins_dir", "store", "max_body",
+    "reply_deadline", "replay_window", "queue", "deferred_workers", "deferred_queue",
+}
+REQUIRED_APP_KEYS = ("corp_id", "token", "encoding_aes_key")
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with a message that names the key to fix."""
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    """One WeCom app (``[wecom]`` or ``[wecom:NAME]``) served by this host."""
+
+    name: str
+    corp_id: str
+    token: str
+    encoding_aes_key: str
+    agent_id: str = ""
+    secret: str = ""
+    api_base: str = DEFAULT_API_BASE
+    receive_id: str = ""
+    plugins: list[str] | None = None
+    path: str = "/callback"
+
+    @property
+    def section(self) -> str:
+        """The INI section this app came from, for error messages."""
+        return f"wecom:{self.name}" if self.name else "wecom"
+
+    def __repr__(self) -> str:  # keep secrets out of logs and tracebacks
+        return f"AppConfig(name={self.name!r}, corp_id={self.corp_id!r}, agent_id={self.agent_id!r}, path={self.path!r})"
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole host configuration."""
+
+    apps: dict[str, AppConfig]
+    callback_path: str = "/callback"
+    plugins: list[str] = field(default_factory=lambda: ["*"])
+    plugins_from_env: bool = False
+    disabled: list[str] = field(default_factory=list)
+    plugins_dir: str | None = None
+    store: str = DEFAULT_STORE
+    max_body: int = 1024 * 1024
+    reply_deadline: float = 4.0
+    replay_window: float = 300.0
+    queue: str | None = None
+    deferred_workers: int = 4
+    deferred_queue: int = 1000
+    plugin_settings: dict[str, dict[str, str]] = field(default_factory=dict)
+    source: str | None = None
+
+    def app(self, name: str = "") -> AppConfig:
+        """The app called ``name`` (``""`` is ``[wecom]``), or a ConfigError."""
+        try:
+            return self.apps[name]
+        except KeyError:
+            known = ", ".join(repr(n) for n in self.apps) or "none"
+            raise ConfigError(f"no app [wecom:{name}] in the config (apps: {known})") from None
+
+    def plugin_config(self, name: str) -> dict[str, str]:
+        """The ``[plugin:NAME]`` section as plain data (empty when absent)."""
+        return dict(self.plugin_settings.get(name, {}))
+
+
+def split_list(value: str) -> list[str]:
+    """Split a comma- or newline-separated list, dropping blanks."""
+    return [part.strip() for part in value.replace("\n", ",").split(",") if part.strip()]
+
+
+def read_ini(path: str | os.PathLike[str]) -> configparser.ConfigParser:
+    """Read an INI file keeping keys' case and taking ``%`` literally."""
+    parser = configparser.ConfigParser(interpolation=None, strict=True)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    try:
+        with open(path, encoding="utf-8") as fh:
+            parser.read_file(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except configparser.Error as exc:
+        raise ConfigError(f"cannot parse {path}: {exc}") from None
+    return parser
+
+
+def env_overrides(environ: Mapping[str, str]) -> dict[tuple[str, str], str]:
+    """Map ``WECHATBOT_<SECTION>__<KEY>`` variables to (section, key).
+
+    ``WECHATBOT_WECOM__TOKEN`` is ``[wecom] token``; ``WECHATBOT_WECOM_HR__SECRET``
+    is ``[wecom:hr] secret``; ``WECHATBOT_WECHATBOT__STORE`` is ``[wechatbot] store``.
+    """
+    overrides = {}
+    for name, value in environ.items():
+        if not name.startswith("WECHATBOT_") or "__" not in name:
+            continue
+        section, key = name[len("WECHATBOT_"):].split("__", 1)
+        section = section.lower()
+        if section.startswith("wecom_"):
+            section = "wecom:" + section[len("wecom_"):]
+        elif section.startswith("plugin_"):
+            section = "plugin:" + section[len("plugin_"):]
+        overrides[(section, key.lower())] = value
+    return overrides
+
+
+def _number(section: str, key: str, raw: str, kind: type) -> float | int:
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ConfigError(f"[{section}] {key} must be a {kind.__name__}, got {raw!r}") from None
+    if value < 0:
+        raise ConfigError(f"[{section}] {key} must not be negative, got {raw!r}")
+    return value
+
+
+def _check_keys(section: str, values: Mapping[str, str], allowed: set[str]) -> None:
+    for key in values:
+        if key not in allowed:
+            raise ConfigError(f"unknown key [{section}] {key} (known: {', '.join(sorted(allowed))})")
+
+
+def _app(name: str, values: Mapping[str, str], callback_path: str, own_plugins: bool) -> AppConfig:
+    section = f"wecom:{name}" if name else "wecom"
+    _check_keys(section, values, APP_KEYS)
+    for key in REQUIRED_APP_KEYS:
+        if not values.get(key, "").strip():
+            env = "WECHATBOT_" + section.upper().replace(":", "_") + "__" + key.upper()
+            raise ConfigError(f"[{section}] {key} is missing (set it in the config file or in {env})")
+    key = values["encoding_aes_key"].strip()
+    if len(key) != 43 or not key.isalnum() or not key.isascii():
+        raise ConfigError(
+            f"[{section}] encoding_aes_key must be the 43 letters and digits shown on the app's "
+            f"admin page (got {len(key)} characters)"
+        )
+    plugins = split_list(values["plugins"]) if own_plugins and "plugins" in values else None
+    corp_id = values["corp_id"].strip()
+    return AppConfig(
+        name=name,
+        corp_id=corp_id,
+        token=values["token"].strip(),
+        encoding_aes_key=key,
+        agent_id=values.get("agent_id", "").strip(),
+        secret=values.get("secret", "").strip(),
+        api_base=values.get("api_base", "").strip().rstrip("/") or DEFAULT_API_BASE,
+        receive_id=values["receive_id"].strip() if "receive_id" in values else corp_id,
+        plugins=plugins,
+        path=callback_path + (f"/{name}" if name else ""),
+    )
+
+
+def load_config(path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Load the configuration from ``path`` (or ``$WECHATBOT_CONFIG``) plus the environment."""
+    environ = os.environ if environ is None else environ
+    path = path or environ.get("WECHATBOT_CONFIG")
+    if not path:
+        raise ConfigError("no config file: pass --config PATH or set WECHATBOT_CONFIG (see config.example.ini)")
+    parser = read_ini(path)
+    return config_from_sections({s: dict(parser[s]) for s in parser.sections()}, environ, source=str(path))
+
+
+def config_from_sections(
+    sections: Mapping[str, Mapping[str, str]],
+    environ: Mapping[str, str] | None = None,
+    source: str | None = None,
+) -> Config:
+    """Build a validated :class:`Config` from INI-like sections (tests use this directly)."""
+    merged: dict[str, dict[str, str]] = {name: dict(values) for name, values in sections.items()}
+    for (section, key), value in env_overrides(environ or {}).items():
+        merged.setdefault(section, {})[key] = value
+
+    for section in merged:
+        if section not in ("wecom", "wechatbot") and not section.startswith(("wecom:", "plugin:")):
+            raise ConfigError(f"unknown section [{section}] (expected [wecom], [wecom:NAME], [wechatbot], [plugin:NAME])")
+
+    host = merged.get("wechatbot", {})
+    _check_keys("wechatbot", host, HOST_KEYS)
+    callback_path = "/" + host.get("callback_path", "/callback").strip().strip("/")
+    plugins_from_env = environ is not None and "WECHATBOT_PLUGINS" in environ
+    if plugins_from_env:
+        plugins = split_list(environ["WECHATBOT_PLUGINS"])  # type: ignore[index]
+    else:
+        plugins = split_list(host["plugins"]) if "plugins" in host else ["*"]
+
+    app_sections = [s for s in merged if s == "wecom" or s.startswith("wecom:")]
+    if not app_sections:
+        raise ConfigError("the config has no [wecom] section: at least one app is needed")
+    apps = {}
+    for section in app_sections:
+        name = section.partition(":")[2]
+        # WECHATBOT_PLUGINS is the way out of a broken plugin: it beats every app's own list too.
+        apps[name] = _app(name, merged[section], callback_path, own_plugins=not plugins_from_env)
+
+    store = host.get("store", "").strip() or DEFAULT_STORE
+    return Config(
+        apps=apps,
+        callback_path=callback_path,
+        plugins=plugins,
+        plugins_from_env=plugins_from_env,
+        disabled=split_list(host.get("disabled", "")),
+        plugins_dir=host.get("plugins_dir", "").strip() or None,
+        store=store,
+        max_body=int(_number("wechatbot", "max_body", host.get("max_body", str(1024 * 1024)), int)),
+        reply_deadline=float(_number("wechatbot", "reply_deadline", host.get("reply_deadline", "4"), float)),
+        replay_window=float(_number("wechatbot", "replay_window", host.get("replay_window", "300"), float)),
+        queue=host.get("queue", "").strip() or None,
+        deferred_workers=int(_number("wechatbot", "deferred_workers", host.get("deferred_workers", "4"), int)),
+        deferred_queue=int(_number("wechatbot", "deferred_queue", host.get("deferred_queue", "1000"), int)),
+        plugin_settings={s.partition(":")[2]: dict(v) for s, v in merged.items() if s.startswith("plugin:")},
+        source=source,
+    )
+
+
+def write_dev_config(path: str | os.PathLike[str], token: str, aes_key: str, corp_id: str = "ww_dev_corp") -> Path:
+    """Write a small development config with the given credentials (``wechatbot init``)."""
+    path = Path(path)
+    path.write_text(
+        "# Development config written by `wechatbot init`. Paste token and\n"
+        "# encoding_aes_key into the app's \"receive messages\" page, set corp_id.\n"
+        "[wecom]\n"
+        f"corp_id = {corp_id}\n"
+        f"token = {token}\n"
+        f"encoding_aes_key = {aes_key}\n"
+        "agent_id =\n"
+        "secret =\n\n"
+        "[wechatbot]\n"
+        "store = sqlite:///var/wechatbot.db\n"
+        "plugins = *\n",
+        encoding="utf-8",
+    )
+    return path

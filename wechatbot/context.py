@@ -1,0 +1,62 @@
+"""What a plugin receives with every call: which app, its own settings, its tools."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    from .api import WeComAPI
+    from .config import AppConfig
+    from .store import Store
+
+
+class NoAPIError(RuntimeError):
+    """A plugin asked for the WeCom API but the app has no ``secret`` configured."""
+
+
+@dataclass
+class PluginContext:
+    """One plugin's view of one app.
+
+    ``config`` is the plugin's ``[plugin:NAME]`` section as plain strings,
+    ``log`` a logger named ``wechatbot.plugin.NAME``, ``store`` the host's
+    shared store and ``api`` the app's WeCom API client.
+    """
+
+    plugin_name: str
+    app: AppConfig
+    config: dict[str, str] = field(default_factory=dict)
+    store: Store | None = None
+    api_factory: Callable[[], WeComAPI] | None = field(default=None, repr=False)
+    defer_hook: Callable[..., Any] | None = field(default=None, repr=False)
+
+    @property
+    def log(self) -> logging.Logger:
+        """The plugin's logger (``wechatbot.plugin.<name>``)."""
+        return logging.getLogger(f"wechatbot.plugin.{self.plugin_name}")
+
+    @property
+    def app_name(self) -> str:
+        """The app's name: ``""`` for ``[wecom]``, ``NAME`` for ``[wecom:NAME]``."""
+        return self.app.name
+
+    @property
+    def api(self) -> WeComAPI:
+        """The app's WeCom API client (needs ``secret`` in the app's section)."""
+        if self.api_factory is None or not self.app.secret:
+            raise NoAPIError(
+                f"plugin {self.plugin_name!r} needs the WeCom API: set secret (and agent_id) in [{self.app.section}]"
+            )
+        return self.api_factory()
+
+    def defer(self, func: Callable[..., Any], message: Any, *args: Any) -> None:
+        """Run ``func(message, context, *args)`` after the HTTP answer has left.
+
+        Whatever it returns (a ``str`` or a ``Reply``) is pushed to the user who
+        sent ``message`` through ``message/send``. ``func`` must be importable
+        (a module-level function) because the job is stored until it has run.
+        """
+        if self.defer_hook is None:
+            raise RuntimeError("this host was built without deferred delivery")
+        self.defer_hook(self, func, message, *args)
