@@ -1,0 +1,436 @@
+"""Small shared key-value state with expiry: access tokens, dedup keys, cached replies.
+
+Three backends sit behind one interface, picked by ``[wechatbot] store``:
+
+* ``memory://`` keeps everything in this process (tests, single-process runs);
+* ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db`` (the default)
+  is shared by every gunicorn worker on one machine, with no server to run;
+* ``redis://[:password@]host:port/db`` or ``rediss://…`` is shared by several hosts.
+
+Values are strings; callers namespace their keys (``token:<corp>:<agent>``).
+``add`` is the primitive that makes dedup and locking safe: it sets a key only
+if it is absent (an expired key counts as absent), atomically across threads,
+processes and, for Redis, hosts.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import sqlite3
+import threading
+import time
+import uuid
+from abc import ABC, abstractmethod
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Iterator
+from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    import redis
+
+__all__ = [
+    "CONFIG_KEY",
+    "MemoryStore",
+    "RedisStore",
+    "SQLiteStore",
+    "Store",
+    "StoreURLError",
+    "open_store",
+]
+
+CONFIG_KEY = "[wechatbot] store"
+
+ACCEPTED_FORMS = (
+    "memory://, sqlite:///relative/path.db, sqlite:////absolute/path.db, "
+    "redis://[:password@]host:port/db or rediss://[:password@]host:port/db"
+)
+
+# How often (seconds) a store sweeps out expired entries. Reads already ignore
+# them; the sweep only keeps the table (or dict) from growing without bound.
+DEFAULT_PURGE_INTERVAL = 60.0
+
+
+def _redact(url: str) -> str:
+    """Hide the user-info part of a URL (it may hold a password)."""
+    return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#]*@", r"\1***@", url)
+
+
+class StoreURLError(ValueError):
+    """``[wechatbot] store`` holds a URL no backend accepts.
+
+    The message names the config key, the offending value (user-info hidden)
+    and the accepted forms, so a start-up failure says what to fix.
+    """
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = _redact(url)
+        self.reason = reason
+        super().__init__(
+            f"{CONFIG_KEY} = {self.url!r} is not usable: {reason}. "
+            f"Accepted forms: {ACCEPTED_FORMS}"
+        )
+
+
+def _check_ttl(ttl: float | None) -> None:
+    if ttl is not None and not ttl > 0:
+        raise ValueError(f"ttl must be a positive number of seconds or None, not {ttl!r}")
+
+
+class Store(ABC):
+    """A string key-value store whose entries may expire."""
+
+    @abstractmethod
+    def get(self, key: str) -> str | None:
+        """Return the value of ``key``, or None if it is absent or expired."""
+
+    @abstractmethod
+    def set(self, key: str, value: str, ttl: float | None = None) -> None:
+        """Store ``value`` under ``key``; it expires after ``ttl`` seconds (None: never)."""
+
+    @abstractmethod
+    def add(self, key: str, value: str, ttl: float | None = None) -> bool:
+        """Store ``value`` only if ``key`` is absent or expired; True if it was stored.
+
+        Atomic across every user of the same store, which is what makes
+        callback dedup and :meth:`lock` safe.
+        """
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove ``key``; removing an absent key is not an error."""
+
+    @abstractmethod
+    def _delete_if_equal(self, key: str, value: str) -> None:
+        """Remove ``key`` only while it still holds ``value`` (atomically)."""
+
+    def close(self) -> None:
+        """Release connections; the store must not be used afterwards."""
+
+    @contextmanager
+    def lock(self, name: str, ttl: float = 30.0, wait: float = 10.0) -> Iterator[bool]:
+        """Hold a mutex named ``name`` shared by every user of this store.
+
+        Yields True if the lock was taken within ``wait`` seconds, False
+        otherwise (the body still runs; the caller decides what to do). The
+        lock lives in key ``lock:<name>`` with a random owner token and
+        expires after ``ttl`` seconds, so a crashed owner cannot block others
+        for ever; on exit it is removed only if this owner still holds it.
+        """
+        _check_ttl(ttl)
+        key = f"lock:{name}"
+        token = uuid.uuid4().hex
+        deadline = time.monotonic() + max(wait, 0.0)
+        pause = 0.005
+        while True:
+            if self.add(key, token, ttl):
+                acquired = True
+                break
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                acquired = False
+                break
+            time.sleep(min(pause, remaining))
+            pause = min(pause * 2, 0.05)
+        try:
+            yield acquired
+        finally:
+            if acquired:
+                self._delete_if_equal(key, token)
+
+
+class MemoryStore(Store):
+    """A per-process store: a dict guarded by a lock. For tests and single-process runs."""
+
+    def __init__(self, *, purge_interval: float = DEFAULT_PURGE_INTERVAL) -> None:
+        self._data: dict[str, tuple[str, float | None]] = {}
+        self._mutex = threading.Lock()
+        self._purge_interval = purge_interval
+        self._next_purge = time.monotonic() + purge_interval
+
+    @staticmethod
+    def _expiry(ttl: float | None, now: float) -> float | None:
+        _check_ttl(ttl)
+        return None if ttl is None else now + ttl
+
+    def _live(self, key: str, now: float) -> tuple[str, float | None] | None:
+        entry = self._data.get(key)
+        if entry is not None and entry[1] is not None and entry[1] <= now:
+            del self._data[key]
+            return None
+        return entry
+
+    def _maybe_purge(self, now: float) -> None:
+        if now < self._next_purge:
+            return
+        self._next_purge = now + self._purge_interval
+        dead = [k for k, (_, exp) in self._data.items() if exp is not None and exp <= now]
+        for k in dead:
+            del self._data[k]
+
+    def get(self, key: str) -> str | None:
+        with self._mutex:
+            entry = self._live(key, time.monotonic())
+            return None if entry is None else entry[0]
+
+    def set(self, key: str, value: str, ttl: float | None = None) -> None:
+        now = time.monotonic()
+        expires = self._expiry(ttl, now)
+        with self._mutex:
+            self._data[key] = (value, expires)
+            self._maybe_purge(now)
+
+    def add(self, key: str, value: str, ttl: float | None = None) -> bool:
+        now = time.monotonic()
+        expires = self._expiry(ttl, now)
+        with self._mutex:
+            if self._live(key, now) is not None:
+                return False
+            self._data[key] = (value, expires)
+            self._maybe_purge(now)
+            return True
+
+    def delete(self, key: str) -> None:
+        with self._mutex:
+            self._data.pop(key, None)
+
+    def _delete_if_equal(self, key: str, value: str) -> None:
+        with self._mutex:
+            entry = self._data.get(key)
+            if entry is not None and entry[0] == value:
+                del self._data[key]
+
+    def close(self) -> None:
+        with self._mutex:
+            self._data.clear()
+
+
+class SQLiteStore(Store):
+    """A store in one SQLite file, shared by the processes and threads of one machine.
+
+    WAL journal and ``synchronous=NORMAL`` keep each write cheap; each
+    operation is a single autocommit statement, so writers only wait for each
+    other (``busy_timeout``) and never deadlock. Every thread gets its own
+    connection, and a forked child (gunicorn workers) opens fresh ones instead
+    of sharing the parent's. Expiry is wall-clock time, which all processes on
+    the machine agree on.
+    """
+
+    _TABLE = "wechatbot_kv"
+    _SQL_GET = f"SELECT value FROM {_TABLE} WHERE key = ? AND (expires IS NULL OR expires > ?)"
+    _SQL_SET = (
+        f"INSERT INTO {_TABLE} (key, value, expires) VALUES (?, ?, ?) "
+        "ON CONFLICT(key) DO UPDATE SET value = excluded.value, expires = excluded.expires"
+    )
+    # The conflict branch only overwrites an expired row, so the one statement
+    # both tests and sets; changes() (rowcount) tells whether it did.
+    _SQL_ADD = _SQL_SET + f" WHERE {_TABLE}.expires IS NOT NULL AND {_TABLE}.expires <= ?"
+    _SQL_DELETE = f"DELETE FROM {_TABLE} WHERE key = ?"
+    _SQL_DELETE_IF = f"DELETE FROM {_TABLE} WHERE key = ? AND value = ?"
+    _SQL_PURGE = f"DELETE FROM {_TABLE} WHERE expires IS NOT NULL AND expires <= ?"
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        busy_timeout: float = 10.0,
+        purge_interval: float = DEFAULT_PURGE_INTERVAL,
+    ) -> None:
+        self.path = os.fspath(path)
+        self._busy_timeout = busy_timeout
+        self._purge_interval = purge_interval
+        self._next_purge = time.time() + purge_interval
+        self._local = threading.local()
+        self._conns: list[tuple[int, sqlite3.Connection]] = []
+        self._conns_mutex = threading.Lock()
+        # Connections inherited through fork are kept referenced but never
+        # used or closed: closing one in the child could drop the parent's
+        # POSIX locks on the file.
+        self._inherited: list[sqlite3.Connection] = []
+        self._closed = False
+        parent = os.path.dirname(os.path.abspath(self.path))
+        os.makedirs(parent, exist_ok=True)
+        # Set up the file with a throw-away connection, so that a process that
+        # opens the store and then forks (gunicorn --preload) hands no open
+        # connection to its children.
+        conn = self._connect()
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {self._TABLE} ("
+                "key TEXT PRIMARY KEY, value TEXT NOT NULL, expires REAL"
+                ") WITHOUT ROWID"
+            )
+        finally:
+            conn.close()
+
+    def _connect(self) -> sqlite3.Connection:
+        # isolation_level=None: autocommit, one statement is one transaction.
+        # timeout is SQLite's busy_timeout: wait for another writer, don't fail.
+        conn = sqlite3.connect(
+            self.path,
+            timeout=self._busy_timeout,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        conn.execute("PRAGMA synchronous=NORMAL")
+        return conn
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._closed:
+            raise RuntimeError(f"the SQLite store at {self.path} is closed")
+        pid = os.getpid()
+        local = self._local
+        if getattr(local, "pid", None) == pid:
+            return local.conn
+        if getattr(local, "conn", None) is not None:
+            self._inherited.append(local.conn)
+        conn = self._connect()
+        local.pid, local.conn = pid, conn
+        with self._conns_mutex:
+            self._conns.append((pid, conn))
+        return conn
+
+    def _after_write(self, conn: sqlite3.Connection, now: float) -> None:
+        if now < self._next_purge:
+            return
+        self._next_purge = now + self._purge_interval
+        conn.execute(self._SQL_PURGE, (now,))
+
+    def get(self, key: str) -> str | None:
+        row = self._conn().execute(self._SQL_GET, (key, time.time())).fetchone()
+        return None if row is None else row[0]
+
+    def set(self, key: str, value: str, ttl: float | None = None) -> None:
+        _check_ttl(ttl)
+        now = time.time()
+        conn = self._conn()
+        conn.execute(self._SQL_SET, (key, value, None if ttl is None else now + ttl))
+        self._after_write(conn, now)
+
+    def add(self, key: str, value: str, ttl: float | None = None) -> bool:
+        _check_ttl(ttl)
+        now = time.time()
+        conn = self._conn()
+        cur = conn.execute(self._SQL_ADD, (key, value, None if ttl is None else now + ttl, now))
+        added = cur.rowcount == 1
+        self._after_write(conn, now)
+        return added
+
+    def delete(self, key: str) -> None:
+        self._conn().execute(self._SQL_DELETE, (key,))
+
+    def _delete_if_equal(self, key: str, value: str) -> None:
+        self._conn().execute(self._SQL_DELETE_IF, (key, value))
+
+    def close(self) -> None:
+        self._closed = True
+        pid = os.getpid()
+        with self._conns_mutex:
+            conns, self._conns = self._conns, []
+        for owner, conn in conns:
+            if owner == pid:
+                conn.close()
+
+
+class RedisStore(Store):
+    """A store in Redis, shared by several hosts. Expiry is Redis's own (``PX``)."""
+
+    # Delete the key only while it still holds the caller's token, in one
+    # server-side step, so a lock that expired and was taken by someone else
+    # is not released by its former owner.
+    _DELETE_IF_EQUAL = (
+        "if redis.call('get', KEYS[1]) == ARGV[1] then "
+        "return redis.call('del', KEYS[1]) else return 0 end"
+    )
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._client = client
+        self._delete_if_equal_script = client.register_script(self._DELETE_IF_EQUAL)
+
+    @staticmethod
+    def _px(ttl: float | None) -> int | None:
+        _check_ttl(ttl)
+        return None if ttl is None else max(1, math.ceil(ttl * 1000))
+
+    def get(self, key: str) -> str | None:
+        return self._client.get(key)
+
+    def set(self, key: str, value: str, ttl: float | None = None) -> None:
+        self._client.set(key, value, px=self._px(ttl))
+
+    def add(self, key: str, value: str, ttl: float | None = None) -> bool:
+        return bool(self._client.set(key, value, px=self._px(ttl), nx=True))
+
+    def delete(self, key: str) -> None:
+        self._client.delete(key)
+
+    def _delete_if_equal(self, key: str, value: str) -> None:
+        self._delete_if_equal_script(keys=[key], args=[value])
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _open_sqlite(url: str) -> SQLiteStore:
+    path = url[len("sqlite:///") :] if url.startswith("sqlite:///") else ""
+    if not path:
+        raise StoreURLError(url, "a SQLite URL needs a file path after sqlite:///")
+    if path == ":memory:" or path.startswith("file:"):
+        # Every thread and process would get its own private database.
+        raise StoreURLError(url, "a SQLite store must be a file on disk; use memory:// for tests")
+    try:
+        return SQLiteStore(path)
+    except (OSError, sqlite3.Error) as exc:
+        raise StoreURLError(url, f"cannot open SQLite file {path!r} ({exc})") from exc
+
+
+def _open_redis(url: str) -> RedisStore:
+    parts = urlsplit(url)
+    try:
+        parts.port
+    except ValueError:
+        raise StoreURLError(url, "the port must be a number") from None
+    if not parts.hostname:
+        raise StoreURLError(url, "a Redis URL needs a host")
+    db = parts.path.strip("/")
+    if db and not db.isdigit():
+        raise StoreURLError(url, f"the database must be a number, not {db!r}")
+    import redis
+
+    try:
+        client = redis.Redis.from_url(
+            url,
+            decode_responses=True,
+            # Defaults the URL's query string may override: a dead server must
+            # fail a callback quickly rather than hang a worker.
+            socket_timeout=5.0,
+            socket_connect_timeout=5.0,
+            health_check_interval=30,
+        )
+    except ValueError as exc:
+        raise StoreURLError(url, str(exc)) from None
+    return RedisStore(client)
+
+
+def open_store(url: str) -> Store:
+    """Open the store that ``url`` (the ``[wechatbot] store`` setting) names.
+
+    Raises :class:`StoreURLError` for a URL no backend accepts. A Redis server
+    is contacted on first use, not here, so a briefly unavailable server does
+    not stop the host from starting.
+    """
+    url = url.strip()
+    scheme = url.partition("://")[0].lower() if "://" in url else ""
+    if scheme == "memory":
+        if url.lower() != "memory://":
+            raise StoreURLError(url, "memory:// takes nothing after the scheme")
+        return MemoryStore()
+    if scheme == "sqlite":
+        return _open_sqlite(url)
+    if scheme in ("redis", "rediss"):
+        return _open_redis(url)
+    if not scheme:
+        raise StoreURLError(url, "expected a URL with a scheme")
+    raise StoreURLError(url, f"unknown scheme {scheme!r}")
