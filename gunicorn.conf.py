@@ -1,0 +1,19 @@
+"""gunicorn settings for the bot host: ``gunicorn wsgi:app`` reads this file.
+
+Each can be overridden on the command line or through the environment
+variable named beside it.
+"""
+import os
+
+wsgi_app = "wsgi:app"
+bind = os.environ.get("WECHATBOT_BIND", "127.0.0.1:8000")
+workers = int(os.environ.get("WECHATBOT_WORKERS", "2"))
+# Threads let one worker answer WeCom while another callback's plugin is still busy.
+worker_class = "gthread"
+threads = int(os.environ.get("WECHATBOT_THREADS", "8"))
+timeout = 30
+graceful_timeout = 10
+# Behind a reverse proxy on the same machine: trust its X-Forwarded-* headers.
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
+accesslog = os.environ.get("WECHATBOT_ACCESS_LOG", "-")
+loglevel = os.environ.get("WECHATBOT_LOG_LEVEL", "info").lower()

@@ -1,0 +1,164 @@
+"""The ``wechatbot`` command: serve, init, genkey, plugins, simulate, send, worker."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .config import ConfigError, load_config, write_dev_config
+from .crypto import generate_aes_key, generate_token
+
+CONFIG_OPTION = click.option(
+    "--config", "config_path", envvar="WECHATBOT_CONFIG", type=click.Path(dir_okay=False),
+    help="INI config file (default: $WECHATBOT_CONFIG).",
+)
+
+
+def _load(config_path: str | None) -> Any:
+    try:
+        return load_config(config_path)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.group()
+@click.version_option(package_name="wechatbot")
+def cli() -> None:
+    """wechatbot: a WeCom (企业微信) bot host."""
+    logging.basicConfig(level=os.environ.get("WECHATBOT_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@cli.command()
+@click.option("--path", "path", default="config.ini", show_default=True, type=click.Path(dir_okay=False))
+@click.option("--corp-id", default="ww_dev_corp", show_default=True, help="Your CorpID (我的企业 → 企业信息).")
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+def init(path: str, corp_id: str, force: bool) -> None:
+    """Write a development config with a fresh Token and EncodingAESKey."""
+    target = Path(path)
+    if target.exists() and not force:
+        click.echo(f"{target} exists; keeping it (use --force to write a new one)")
+        return
+    token, key = generate_token(), generate_aes_key()
+    write_dev_config(target, token, key, corp_id)
+    Path("var").mkdir(exist_ok=True)
+    click.echo(f"wrote {target}\n  Token:          {token}\n  EncodingAESKey: {key}\n"
+               "Paste both into the app's 接收消息 (receive messages via API) page and set corp_id.")
+
+
+@cli.command()
+def genkey() -> None:
+    """Print a random Token and EncodingAESKey for a new app."""
+    click.echo(f"token = {generate_token()}\nencoding_aes_key = {generate_aes_key()}")
+
+
+@cli.command()
+@CONFIG_OPTION
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--debug", is_flag=True)
+def serve(config_path: str | None, host: str, port: int, debug: bool) -> None:
+    """Run the bot host with Flask's development server (use gunicorn in production)."""
+    from .app import create_app
+
+    app = create_app(_load(config_path))
+    for bot in app.extensions["wechatbot"].bots.values():
+        click.echo(f"app [{bot.app.section}] callback URL: http://{host}:{port}{bot.app.path}")
+    app.run(host=host, port=port, debug=debug, use_reloader=False, threaded=True)
+
+
+@cli.command("plugins")
+@CONFIG_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def plugins_command(config_path: str | None, as_json: bool) -> None:
+    """List installed plugins: version, source, hooks, and the order each app calls them in."""
+    from .app import Host
+
+    host = Host(_load(config_path))
+    rows = []
+    for name, candidate in sorted(host.candidates.items()):
+        loaded = host.loaded.get(name)
+        apps = {bot.app.section: [p.name for p in bot.plugins].index(name) + 1
+                for bot in host.bots.values() if name in [p.name for p in bot.plugins]}
+        pm = next((bot.pm for bot in host.bots.values() if loaded in bot.plugins), None)
+        rows.append({
+            "name": name, "version": candidate.version, "source": candidate.source,
+            "enabled": bool(apps), "order": apps, "hooks": loaded.hooks(pm) if loaded and pm else [],
+        })
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    for row in rows:
+        state = ", ".join(f"[{a}] #{n}" for a, n in row["order"].items()) if row["enabled"] else "disabled"
+        click.echo(f"{row['name']} {row['version'] or ''}\n  source: {row['source']}\n  enabled: {state}")
+        if row["hooks"]:
+            click.echo(f"  hooks: {', '.join(row['hooks'])}")
+
+
+@cli.command()
+@CONFIG_OPTION
+@click.argument("url")
+@click.option("--app", "app_name", default="", help="Use the keys of [wecom:NAME].")
+@click.option("--verify", is_flag=True, help="Do the GET URL verification instead of sending a message.")
+@click.option("--text", default=None, help="Send a text message (the default: 'hello').")
+@click.option("--event", default=None, help="Send an event instead, e.g. enter_agent or click.")
+@click.option("--event-key", default=None, help="EventKey for click/view events.")
+@click.option("--from-user", default="zhangsan", show_default=True)
+@click.option("--type", "msg_type", default=None, help="Another message type (image, voice, file …) with --field.")
+@click.option("--field", "fields", multiple=True, help="Extra XML field NAME=VALUE, e.g. MediaId=abc.")
+def simulate(config_path: str | None, url: str, app_name: str, verify: bool, text: str | None, event: str | None,
+             event_key: str | None, from_user: str, msg_type: str | None, fields: tuple[str, ...]) -> None:
+    """Act as WeCom: sign and encrypt a callback, send it to URL, print the decrypted reply.
+
+    URL is the full callback URL: local (http://127.0.0.1:8000/callback) or a
+    tunnel's public one. The keys come from the config.
+    """
+    from .simulator import SimulatedWeCom, event_xml, http_transport, message_xml
+
+    app = _load(config_path).app(app_name)
+    sim = SimulatedWeCom(http_transport(url), app.token, app.encoding_aes_key, app.receive_id, path="")
+    if verify:
+        click.echo(f"URL verification OK: echoed {sim.verify_url()}")
+        return
+    extra = dict(f.split("=", 1) for f in fields)
+    if event:
+        xml = event_xml(event, from_user=from_user, to_user=app.corp_id, **({"event_key": event_key} if event_key else {}), **extra)
+    elif msg_type:
+        xml = message_xml(msg_type, from_user=from_user, to_user=app.corp_id, **extra)
+    else:
+        xml = message_xml("text", from_user=from_user, to_user=app.corp_id, content=text or "hello", **extra)
+    received = sim.post_xml(xml)
+    if received.status != 200:
+        raise click.ClickException(f"HTTP {received.status}: {received.body.strip()}")
+    if not received:
+        click.echo("(empty answer: no plugin replied, or the reply is delivered through message/send)")
+        return
+    click.echo(json.dumps(received.raw, indent=2, ensure_ascii=False))
+
+
+def _register_plugin_commands(group: click.Group) -> None:
+    """Let plugins add subcommands (``register_commands`` hook)."""
+    from .plugins import installed_plugins, load, plugin_manager, select
+
+    try:
+        config = load_config() if os.environ.get("WECHATBOT_CONFIG") else None
+        candidates = installed_plugins(config.plugins_dir if config else None)
+        names = select(config.plugins if config else ["*"], config.disabled if config else [], candidates)
+        pm = plugin_manager(load(candidates, names))
+    except Exception as exc:  # a broken plugin must not take the whole CLI down
+        print(f"wechatbot: plugin commands not loaded: {exc}", file=sys.stderr)
+        return
+    pm.hook.register_commands(cli=group)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    from .send_command import send
+
+    cli.add_command(send)
+    _register_plugin_commands(cli)
+    cli()
