@@ -1,39 +1,35 @@
 """wechatbot: a WeCom (企业微信) bot host.
 
-The names a plugin author needs are importable from here.
+The names a plugin author needs are importable from here. They are loaded on
+first use, so ``from wechatbot import hookimpl`` stays cheap.
 """
 from __future__ import annotations
 
-from .app import create_app
-from .context import PluginContext
-from .hookspecs import hookimpl
-from .messages import (
-    Event,
-    FileMessage,
-    ImageMessage,
-    LinkMessage,
-    LocationMessage,
-    Message,
-    TextMessage,
-    VideoMessage,
-    VoiceMessage,
-)
-from .replies import (
-    Article,
-    ImageReply,
-    MarkdownReply,
-    NewsReply,
-    Reply,
-    ReplyError,
-    TextReply,
-    VideoReply,
-    VoiceReply,
-)
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "Article", "Event", "FileMessage", "ImageMessage", "ImageReply", "LinkMessage", "LocationMessage",
-    "MarkdownReply", "Message", "NewsReply", "PluginContext", "Reply", "ReplyError", "TextMessage",
-    "TextReply", "VideoMessage", "VideoReply", "VoiceMessage", "VoiceReply", "create_app", "hookimpl",
-]
+_EXPORTS = {
+    "create_app": "app",
+    "PluginContext": "context",
+    "hookimpl": "hookspecs",
+    **{name: "messages" for name in (
+        "Message", "Event", "TextMessage", "ImageMessage", "VoiceMessage", "VideoMessage",
+        "FileMessage", "LocationMessage", "LinkMessage", "parse_message",
+    )},
+    **{name: "replies" for name in (
+        "Reply", "ReplyError", "TextReply", "MarkdownReply", "ImageReply", "VoiceReply",
+        "VideoReply", "NewsReply", "Article", "TemplateCardUpdateReply",
+    )},
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module = _EXPORTS[name]
+    except KeyError:
+        raise AttributeError(f"module 'wechatbot' has no attribute {name!r}") from None
+    return getattr(importlib.import_module(f".{module}", __name__), name)

@@ -1,0 +1,95 @@
+"""The INI file and its environment overrides, as a user writes them."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from wechatbot.config import ConfigError, config_from_sections, load_config
+
+KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
+EXAMPLE = Path(__file__).resolve().parent.parent / "config.example.ini"
+
+
+def sections(**extra: dict) -> dict:
+    base = {"wecom": {"corp_id": "wwcorp", "token": "tok", "encoding_aes_key": KEY}}
+    base.update(extra)
+    return base
+
+
+def test_example_config_loads_and_documents_every_key() -> None:
+    config = load_config(EXAMPLE, environ={})
+    app = config.app()
+    assert app.corp_id == "ww0123456789abcdef" and app.receive_id == app.corp_id
+    assert config.callback_path == "/callback" and config.plugins == ["*"]
+    text = EXAMPLE.read_text(encoding="utf-8")
+    from wechatbot.config import APP_KEYS, HOST_KEYS
+
+    for key in APP_KEYS | HOST_KEYS:
+        assert f"\n{key} =" in text or f"\n#{key} =" in text, f"{key} is not documented in config.example.ini"
+
+
+def test_keys_keep_case_and_percent_is_literal(tmp_path: Path) -> None:
+    ini = tmp_path / "c.ini"
+    ini.write_text(
+        f"[wecom]\ncorp_id = wwcorp\ntoken = tok\nencoding_aes_key = {KEY}\n"
+        "[plugin:keyword]\nHello = 100% 你好\n",
+        encoding="utf-8",
+    )
+    config = load_config(ini, environ={})
+    assert config.plugin_config("keyword") == {"Hello": "100% 你好"}
+
+
+def test_environment_overrides_secrets_of_each_app() -> None:
+    config = config_from_sections(
+        sections(**{"wecom:hr": {"corp_id": "wwcorp", "token": "t2", "encoding_aes_key": KEY}}),
+        environ={"WECHATBOT_WECOM__TOKEN": "from-env", "WECHATBOT_WECOM_HR__SECRET": "hr-secret",
+                 "WECHATBOT_WECHATBOT__STORE": "memory://"},
+    )
+    assert config.app().token == "from-env"
+    assert config.app("hr").secret == "hr-secret"
+    assert config.app("hr").path == "/callback/hr"
+    assert config.store == "memory://"
+
+
+def test_wechatbot_plugins_env_overrides_lists_even_when_empty() -> None:
+    config = config_from_sections(
+        sections(wechatbot={"plugins": "keyword, *"}, **{"wecom": {**sections()["wecom"], "plugins": "echo"}}),
+        environ={"WECHATBOT_PLUGINS": ""},
+    )
+    assert config.plugins == [] and config.app().plugins is None
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"wecom": {"corp_id": "wwcorp", "encoding_aes_key": KEY}}, "[wecom] token is missing"),
+        ({"wecom": {"corp_id": "wwcorp", "token": "t", "encoding_aes_key": KEY[:42]}}, "[wecom] encoding_aes_key must be"),
+        ({"wechatbot": {"reply_deadline": "soon"}}, "[wechatbot] reply_deadline must be a float"),
+        ({"wechatbot": {"max_body": "-1"}}, "[wechatbot] max_body must not be negative"),
+        ({"wechatbot": {"stor": "memory://"}}, "unknown key [wechatbot] stor"),
+        ({"wecom": {**sections()["wecom"], "tokn": "x"}}, "unknown key [wecom] tokn"),
+        ({"wechat": {}}, "unknown section [wechat]"),
+    ],
+)
+def test_mistakes_name_the_key(change: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        config_from_sections({**sections(), **change}, environ={})
+    assert message in str(info.value)
+
+
+def test_missing_secret_names_its_environment_variable() -> None:
+    with pytest.raises(ConfigError, match="WECHATBOT_WECOM_HR__TOKEN"):
+        config_from_sections(sections(**{"wecom:hr": {"corp_id": "c", "encoding_aes_key": KEY}}), environ={})
+
+
+def test_no_config_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="WECHATBOT_CONFIG"):
+        load_config(None, environ={})
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.ini", environ={})
+
+
+def test_secrets_stay_out_of_repr() -> None:
+    app = config_from_sections(sections(), environ={"WECHATBOT_WECOM__SECRET": "s3cr3t"}).app()
+    assert "s3cr3t" not in repr(app) and "tok" not in repr(app) and KEY not in repr(app)
