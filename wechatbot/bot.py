@@ -10,11 +10,10 @@ import logging
 import time
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-from .api import WeComAPI, client_for
 from .config import AppConfig, Config
 from .context import PluginContext
 from .crypto import SignatureError, WeComCrypto
@@ -23,6 +22,9 @@ from .messages import Message, parse_message
 from .plugins import LoadedPlugin
 from .replies import Reply, TextReply
 from .store import Store
+
+if TYPE_CHECKING:
+    from .api import WeComAPI
 
 log = logging.getLogger("wechatbot")
 
@@ -59,6 +61,8 @@ class Bot:
     @cached_property
     def api(self) -> WeComAPI:
         """The app's WeCom API client, made on first use."""
+        from .api import client_for
+
         return client_for(self.app, self.store)
 
     def context_for(self, plugin_name: str) -> PluginContext:
@@ -141,9 +145,9 @@ class Bot:
         else:
             send_reply(self.api, reply, message.from_user)
 
-    def notify(self, hook_name: str, **kwargs: Any) -> list[tuple[str, Any]]:
-        """Call every plugin's ``hook_name``, isolating failures."""
-        return notify_all(self.pm, hook_name, self.context_for, **kwargs)
+    def notify(self, hook: str, **kwargs: Any) -> list[tuple[str, Any]]:
+        """Call every plugin's ``hook``, isolating failures."""
+        return notify_all(self.pm, hook, self.context_for, **kwargs)
 
 
 def send_reply(api: WeComAPI, reply: Reply, to_user: str) -> list[dict]:

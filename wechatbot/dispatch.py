@@ -58,13 +58,13 @@ def first_reply(pm: pluggy.PluginManager, message: Any, context_for: ContextFor)
     return None
 
 
-def notify_all(pm: pluggy.PluginManager, hook_name: str, context_for: ContextFor, **kwargs: Any) -> list[tuple[str, Any]]:
-    """Call every implementation of a hook, isolating failures; return (name, result) pairs."""
+def notify_all(pm: pluggy.PluginManager, hook: str, context_for: ContextFor, **kwargs: Any) -> list[tuple[str, Any]]:
+    """Call every implementation of ``hook``, isolating failures; return (name, result) pairs."""
     results = []
-    for impl in call_order(pm, hook_name):
+    for impl in call_order(pm, hook):
         name = impl.plugin_name
         try:
             results.append((name, _call(impl, {**kwargs, "context": context_for(name)})))
         except Exception:
-            log.exception("plugin %s failed in %s", name, hook_name)
+            log.exception("plugin %s failed in %s", name, hook)
     return results
