@@ -16,7 +16,7 @@ import pluggy
 
 from .config import AppConfig, Config
 from .context import PluginContext
-from .crypto import SignatureError, WeComCrypto
+from .crypto import SignatureError, WeComCrypto, envelope_format
 from .dispatch import first_reply, notify_all
 from .messages import Message, parse_message
 from .plugins import LoadedPlugin
@@ -110,15 +110,16 @@ class Bot:
         else:
             found = first_reply(self.pm, message, self.context_for)
             plugin, reply = found if found else (None, None)
-        return Answer(self.render(reply, message, nonce), message, plugin)
+        return Answer(self.render(reply, message, nonce, envelope_format(body)), message, plugin)
 
     def ask_plugins(self, message: Message) -> tuple[str | None, Reply | None]:
         """Run the plugins for ``message``: ``(plugin, reply)`` or ``(None, None)``."""
         found = first_reply(self.pm, message, self.context_for)
         return found if found else (None, None)
 
-    def render(self, reply: Reply | None, message: Message, nonce: str) -> str:
-        """The encrypted passive answer for ``reply`` ("" when there is none).
+    def render(self, reply: Reply | None, message: Message, nonce: str, fmt: str = "xml") -> str:
+        """The encrypted passive answer for ``reply`` ("" when there is none),
+        in the envelope format (``xml`` or ``json``) the callback came in.
 
         Replies that a passive answer cannot carry (text over 2048 bytes,
         markdown) are pushed through ``message/send`` instead, never cut.
@@ -129,7 +130,7 @@ class Bot:
             self.push(reply, message)
             return ""
         xml = reply.to_xml(to_user=message.from_user, from_user=message.to_user, create_time=int(time.time()))
-        return self.crypto.encrypt_reply(xml, nonce)
+        return self.crypto.encrypt_reply(xml, nonce, fmt=fmt)
 
     @staticmethod
     def fits_passive(reply: Reply) -> bool:
@@ -143,19 +144,24 @@ class Bot:
         if self.delivery is not None:
             self.delivery.push_later(self, reply, message)
         else:
-            send_reply(self.api, reply, message.from_user)
+            send_reply(self.api, reply, message)
 
     def notify(self, hook: str, **kwargs: Any) -> list[tuple[str, Any]]:
         """Call every plugin's ``hook``, isolating failures."""
         return notify_all(self.pm, hook, self.context_for, **kwargs)
 
 
-def send_reply(api: WeComAPI, reply: Reply, to_user: str) -> list[dict]:
-    """Push a reply through ``message/send`` (texts in parts when long)."""
+def send_reply(api: WeComAPI, reply: Reply, message: Message) -> list[dict]:
+    """Push ``reply`` to the sender of ``message`` through the WeCom API.
+
+    Long texts go in parts; a template-card update goes to its own API with
+    the event's ResponseCode, for the user who clicked.
+    """
     if isinstance(reply, TextReply):
-        return api.send_text(to_user, reply.content)
-    if reply.msg_type == "update_template_card" or hasattr(reply, "to_update_body"):
-        return [api.update_template_card(reply.to_update_body())]  # type: ignore[attr-defined]
+        return api.send_text(message.from_user, reply.content)
+    if hasattr(reply, "to_update_body"):
+        body = reply.to_update_body(str(message.raw.get("ResponseCode", "")), int(api.agent_id or 0), userids=[message.from_user])
+        return [api.update_template_card(body)]
     body = reply.to_send_body()
     msgtype = body.pop("msgtype")
-    return [api.send(msgtype, body[msgtype], touser=to_user)]
+    return [api.send(msgtype, body[msgtype], touser=message.from_user)]
