@@ -423,6 +423,7 @@ def open_store(url: str) -> Store:
     """
     url = url.strip()
     scheme = url.partition("://")[0].lower() if "://" in url else ""
+    url = scheme + url[len(scheme) :]  # schemes are case-insensitive
     if scheme == "memory":
         if url.lower() != "memory://":
             raise StoreURLError(url, "memory:// takes nothing after the scheme")

@@ -1,0 +1,398 @@
+"""The store behaves the same on every backend: memory, SQLite and a real Redis."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sqlite3
+import threading
+import time
+import uuid
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+from wechatbot.store import SQLiteStore, Store, StoreURLError, open_store
+
+REDIS_URL = "redis://127.0.0.1:6379/15"
+
+
+def _redis_or_skip() -> None:
+    redis = pytest.importorskip("redis")
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
+    except redis.ConnectionError as exc:
+        pytest.skip(f"no Redis server at 127.0.0.1:6379 ({exc})")
+
+
+def _url_for(backend: str, tmp_path: Path) -> str:
+    if backend == "memory":
+        return "memory://"
+    if backend == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    _redis_or_skip()
+    return REDIS_URL
+
+
+@pytest.fixture
+def key() -> Iterator[Callable[[str], str]]:
+    """Make keys unique to this test, so Redis db 15 can be shared; remove them afterwards."""
+    prefix = f"test:{uuid.uuid4().hex}:"
+    yield lambda name: prefix + name
+    try:
+        import redis
+
+        client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
+        for k in client.scan_iter(match=prefix + "*"):
+            client.delete(k)
+        for k in client.scan_iter(match="lock:" + prefix + "*"):
+            client.delete(k)
+    except Exception:
+        pass
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return _url_for(request.param, tmp_path)
+
+
+@pytest.fixture
+def store(url: str) -> Iterator[Store]:
+    s = open_store(url)
+    yield s
+    s.close()
+
+
+# -- get / set / add / delete ------------------------------------------------
+
+
+def test_get_set_overwrite(store: Store, key: Callable[[str], str]) -> None:
+    assert store.get(key("a")) is None
+    store.set(key("a"), "one")
+    assert store.get(key("a")) == "one"
+    store.set(key("a"), "two")
+    assert store.get(key("a")) == "two"
+    assert store.get(key("b")) is None
+
+
+def test_empty_and_unicode_values(store: Store, key: Callable[[str], str]) -> None:
+    store.set(key("empty"), "")
+    assert store.get(key("empty")) == ""
+    text = "你好，世界 🤖 <xml>]]></xml> 'quote' \"dq\"\n"
+    store.set(key("用户:张三"), text)
+    assert store.get(key("用户:张三")) == text
+
+
+def test_ttl_expires(store: Store, key: Callable[[str], str]) -> None:
+    store.set(key("t"), "v", ttl=0.15)
+    store.set(key("long"), "v", ttl=30)
+    store.set(key("cleared"), "short", ttl=0.15)
+    store.set(key("cleared"), "forever")  # a set without ttl drops the earlier expiry
+    assert store.get(key("t")) == "v"
+    time.sleep(0.2)
+    assert store.get(key("t")) is None
+    assert store.get(key("long")) == "v"
+    assert store.get(key("cleared")) == "forever"
+
+
+@pytest.mark.parametrize("ttl", [0, -1.0])
+def test_non_positive_ttl_is_refused(store: Store, key: Callable[[str], str], ttl: float) -> None:
+    with pytest.raises(ValueError):
+        store.set(key("t"), "v", ttl=ttl)
+    with pytest.raises(ValueError):
+        store.add(key("t"), "v", ttl=ttl)
+    assert store.get(key("t")) is None
+
+
+def test_add_sets_only_if_absent(store: Store, key: Callable[[str], str]) -> None:
+    assert store.add(key("a"), "first") is True
+    assert store.add(key("a"), "second") is False
+    assert store.get(key("a")) == "first"
+    store.set(key("b"), "existing")
+    assert store.add(key("b"), "new") is False
+    assert store.get(key("b")) == "existing"
+
+
+def test_add_after_expiry_and_after_delete(store: Store, key: Callable[[str], str]) -> None:
+    assert store.add(key("a"), "old", ttl=0.15) is True
+    assert store.add(key("a"), "blocked", ttl=0.15) is False
+    time.sleep(0.2)
+    assert store.add(key("a"), "new", ttl=30) is True
+    assert store.get(key("a")) == "new"
+    store.delete(key("a"))
+    assert store.add(key("a"), "again") is True
+    assert store.get(key("a")) == "again"
+
+
+def test_delete(store: Store, key: Callable[[str], str]) -> None:
+    store.delete(key("never-set"))
+    store.set(key("a"), "v")
+    store.set(key("b"), "w")
+    store.delete(key("a"))
+    assert store.get(key("a")) is None
+    assert store.get(key("b")) == "w"
+
+
+def test_add_race_between_threads(store: Store, key: Callable[[str], str]) -> None:
+    keys = [key(f"k{i}") for i in range(50)]
+    wins: dict[int, list[str]] = {n: [] for n in range(8)}
+    barrier = threading.Barrier(len(wins))
+
+    def racer(n: int) -> None:
+        barrier.wait()
+        wins[n] = [k for k in keys if store.add(k, str(n), ttl=30)]
+
+    threads = [threading.Thread(target=racer, args=(n,)) for n in wins]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    won = [k for ks in wins.values() for k in ks]
+    assert sorted(won) == sorted(keys)
+    for n, ks in wins.items():
+        assert all(store.get(k) == str(n) for k in ks)
+
+
+# -- lock --------------------------------------------------------------------
+
+
+def test_lock_is_exclusive_across_threads(store: Store, key: Callable[[str], str]) -> None:
+    inside = 0
+    most_inside = 0
+    total = 0
+    failures = []
+
+    def worker() -> None:
+        nonlocal inside, most_inside, total
+        for _ in range(4):
+            with store.lock(key("L"), ttl=10, wait=10) as got:
+                if not got:
+                    failures.append("not acquired")
+                    continue
+                inside += 1
+                most_inside = max(most_inside, inside)
+                seen = total
+                time.sleep(0.002)
+                total = seen + 1
+                inside -= 1
+
+    threads = [threading.Thread(target=worker) for _ in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
+    assert most_inside == 1
+    assert total == 20
+
+
+def test_lock_wait_gives_up(store: Store, key: Callable[[str], str]) -> None:
+    with store.lock(key("L")) as first:
+        assert first is True
+        start = time.monotonic()
+        with store.lock(key("L"), wait=0.1) as second:
+            assert second is False
+        assert time.monotonic() - start >= 0.1
+    with store.lock(key("L"), wait=0) as third:
+        assert third is True
+
+
+def test_lock_released_only_by_its_owner(store: Store, key: Callable[[str], str]) -> None:
+    with ExitStack() as stack:
+        first = stack.enter_context(store.lock(key("L"), ttl=0.15, wait=0))
+        assert first is True
+        time.sleep(0.2)  # the first owner's lock expires while it still runs
+        with store.lock(key("L"), ttl=30, wait=1) as second:
+            assert second is True
+            stack.close()  # the late first owner leaves: must not free the second's lock
+            with store.lock(key("L"), wait=0) as third:
+                assert third is False
+    with store.lock(key("L"), wait=0) as fourth:
+        assert fourth is True
+
+
+def test_lock_expiry_frees_an_abandoned_lock(store: Store, key: Callable[[str], str]) -> None:
+    abandoned = store.lock(key("L"), ttl=0.15, wait=0)
+    assert abandoned.__enter__() is True  # never exited, like a crashed owner
+    start = time.monotonic()
+    with store.lock(key("L"), wait=3) as got:
+        assert got is True
+    assert 0.05 < time.monotonic() - start < 2
+
+
+def test_locks_with_different_names_do_not_block_each_other(
+    store: Store, key: Callable[[str], str]
+) -> None:
+    with store.lock(key("A"), wait=0) as a, store.lock(key("B"), wait=0) as b:
+        assert (a, b) == (True, True)
+
+
+# -- across processes (SQLite, Redis) ----------------------------------------
+
+
+def _race_worker(url: str, keys: list[str], ident: str, barrier, results) -> None:
+    store = open_store(url)
+    barrier.wait()
+    won = [k for k in keys if store.add(k, ident, ttl=30)]
+    results.put((ident, won))
+    store.close()
+
+
+def _die_holding_lock(url: str, name: str, ready) -> None:
+    store = open_store(url)
+    cm = store.lock(name, ttl=0.3, wait=0)
+    if cm.__enter__():
+        ready.set()
+    os._exit(0)  # no release, no cleanup
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def shared_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return _url_for(request.param, tmp_path)
+
+
+def test_add_race_between_processes_has_one_winner(
+    shared_url: str, key: Callable[[str], str]
+) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    n = 4
+    keys = [key(f"k{i}") for i in range(200)]
+    barrier = ctx.Barrier(n)
+    results = ctx.Queue()
+    procs = [
+        ctx.Process(target=_race_worker, args=(shared_url, keys, f"p{i}", barrier, results))
+        for i in range(n)
+    ]
+    for p in procs:
+        p.start()
+    outcome = dict(results.get(timeout=30) for _ in procs)
+    for p in procs:
+        p.join(timeout=10)
+        assert p.exitcode == 0
+    won = [k for ks in outcome.values() for k in ks]
+    assert sorted(won) == sorted(keys), "every key won by exactly one process"
+    store = open_store(shared_url)
+    try:
+        for ident, ks in outcome.items():
+            assert all(store.get(k) == ident for k in ks)
+    finally:
+        store.close()
+
+
+def test_lock_of_a_dead_process_expires(shared_url: str, key: Callable[[str], str]) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    ready = ctx.Event()
+    proc = ctx.Process(target=_die_holding_lock, args=(shared_url, key("L"), ready))
+    proc.start()
+    proc.join(timeout=30)
+    assert ready.is_set()
+    store = open_store(shared_url)
+    try:
+        with store.lock(key("L"), wait=0) as got:
+            assert got is False
+        with store.lock(key("L"), wait=3) as got:
+            assert got is True
+    finally:
+        store.close()
+
+
+# -- SQLite specifics --------------------------------------------------------
+
+
+def test_sqlite_relative_path_creates_directories_and_persists(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    store = open_store("sqlite:///var/nested/store.db")
+    store.set("k", "v")
+    store.close()
+    assert (tmp_path / "var" / "nested" / "store.db").is_file()
+    reopened = open_store(f"sqlite:///{tmp_path / 'var' / 'nested' / 'store.db'}")
+    assert reopened.get("k") == "v"
+    reopened.close()
+
+
+def test_sqlite_purges_expired_rows(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    store = SQLiteStore(path, purge_interval=0.1)
+    for i in range(100):
+        store.set(f"dedup:{i}", "x", ttl=0.05)
+    store.set("token", "kept")
+    time.sleep(0.15)
+    store.add("dedup:new", "y", ttl=30)
+    store.close()
+    with sqlite3.connect(path) as raw:
+        (rows,) = raw.execute("SELECT count(*) FROM wechatbot_kv").fetchone()
+    assert rows == 2
+
+
+def test_sqlite_store_is_usable_from_a_forked_child(tmp_path: Path) -> None:
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no fork on this platform")
+    store = open_store(f"sqlite:///{tmp_path / 'store.db'}")
+    store.set("parent", "1")  # the parent holds an open connection when it forks
+    pid = os.fork()
+    if pid == 0:
+        try:
+            ok = store.get("parent") == "1" and store.add("child", "2")
+            os._exit(0 if ok else 1)
+        finally:
+            os._exit(2)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert store.get("child") == "2"
+    store.set("parent", "3")
+    assert store.get("parent") == "3"
+    store.close()
+
+
+# -- URLs --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "foo://x",
+        "sqlite://",
+        "sqlite:///",
+        "sqlite:///:memory:",
+        "redis://host:notaport",
+        "redis://127.0.0.1:6379/notadb",
+        "redis://",
+        "memory://extra",
+        "",
+        "/var/lib/store.db",
+    ],
+)
+def test_bad_url_is_a_clear_error(bad: str) -> None:
+    with pytest.raises(StoreURLError) as info:
+        open_store(bad)
+    message = str(info.value)
+    assert "[wechatbot] store" in message
+    assert repr(bad) in message
+    assert "sqlite:///" in message and "redis://" in message  # the accepted forms
+
+
+def test_bad_url_error_hides_the_password() -> None:
+    with pytest.raises(StoreURLError) as info:
+        open_store("redis://:s3cret-pw@redis.internal:notaport/0")
+    message = str(info.value)
+    assert "s3cret-pw" not in message
+    assert "redis.internal" in message
+    assert "[wechatbot] store" in message
+
+
+@pytest.mark.parametrize(
+    "good",
+    [
+        "memory://",
+        "redis://127.0.0.1:6379/15",
+        "redis://:password@127.0.0.1:6379/0",
+        "rediss://cache.example.com:6380/2",
+        "REDIS://127.0.0.1",
+    ],
+)
+def test_accepted_urls_open_without_contacting_a_server(good: str) -> None:
+    open_store(good).close()
