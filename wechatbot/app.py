@@ -100,7 +100,7 @@ def _callback_view(bot: Bot) -> Any:
                 "[%s] %s from %s answered by %s",
                 bot.app.section, _describe(answer.message), answer.message.from_user, answer.plugin or "no plugin",
             )
-        return Response(answer.body, mimetype="application/xml" if answer.body else "text/plain")
+        return Response(answer.body, mimetype=answer.mimetype)
 
     return callback
 

@@ -40,6 +40,14 @@ class Answer:
     body: str
     message: Message | None = None
     plugin: str | None = None
+    fmt: str = "xml"
+
+    @property
+    def mimetype(self) -> str:
+        """The Content-Type of the body."""
+        if not self.body:
+            return "text/plain"
+        return "application/json" if self.fmt == "json" else "application/xml"
 
 
 class Bot:
@@ -110,7 +118,8 @@ class Bot:
         else:
             found = first_reply(self.pm, message, self.context_for)
             plugin, reply = found if found else (None, None)
-        return Answer(self.render(reply, message, nonce, envelope_format(body)), message, plugin)
+        fmt = envelope_format(body)
+        return Answer(self.render(reply, message, nonce, fmt), message, plugin, fmt)
 
     def ask_plugins(self, message: Message) -> tuple[str | None, Reply | None]:
         """Run the plugins for ``message``: ``(plugin, reply)`` or ``(None, None)``."""
