@@ -41,7 +41,6 @@ import secrets
 import string
 import struct
 import time
-from typing import Union
 from xml.parsers import expat
 from xml.sax.saxutils import escape as _xml_escape
 
@@ -67,8 +66,6 @@ __all__ = [
     "parse_envelope",
     "signature",
 ]
-
-Body = Union[bytes, bytearray, memoryview, str]
 
 _BLOCK = 32  # WeCom pads to 32 bytes, not the AES block size of 16
 _PREFIX = 16
