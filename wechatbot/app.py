@@ -6,6 +6,7 @@ can build as many apps as they like.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 from typing import Any, Mapping
@@ -15,6 +16,7 @@ from flask import Flask, Response, request
 from .bot import Bot, ReplayError
 from .config import Config, load_config
 from .crypto import SignatureError, WeComCryptoError
+from .delivery import Delivery
 from .messages import MessageParseError
 from .plugins import LoadedPlugin, installed_plugins, load, plugin_manager, select
 from .store import open_store
@@ -38,11 +40,16 @@ class Host:
             plugins = load(self.candidates, order, cache)
             self.bots[name] = Bot(app, config, plugins, plugin_manager(plugins), self.store)
         self.loaded = cache
+        self.delivery = Delivery(config, self.store, self.bots)
+        for bot in self.bots.values():
+            bot.delivery = self.delivery
 
     def start(self) -> None:
         """Run the plugins' start-up hooks for every app."""
         for bot in self.bots.values():
             bot.start()
+        self.delivery.start()
+        for bot in self.bots.values():
             log.info("app [%s] at %s: plugins %s", bot.app.section, bot.app.path, ", ".join(p.name for p in bot.plugins) or "none")
 
 
@@ -67,6 +74,11 @@ def create_app(config: Config | str | os.PathLike[str] | None = None, *, plugins
     @app.get("/healthz")
     def healthz() -> Response:
         return Response("ok\n", mimetype="text/plain")
+
+    @app.get("/stats")
+    def stats() -> Response:
+        """This worker process's counters: retries, deferred replies, overflow, pushes."""
+        return Response(json.dumps({"pid": os.getpid(), **host.delivery.stats}), mimetype="application/json")
 
     @app.errorhandler(413)
     def too_large(_: Exception) -> Response:

@@ -25,6 +25,7 @@ from .store import Store
 
 if TYPE_CHECKING:
     from .api import WeComAPI
+    from .delivery import Delivery
 
 log = logging.getLogger("wechatbot")
 
@@ -61,10 +62,10 @@ class Bot:
         self.store = store
         self.crypto = WeComCrypto(app.token, app.encoding_aes_key, app.receive_id)
         self.contexts = {
-            p.name: PluginContext(p.name, app, config.plugin_config(p.name), store, lambda: self.api)
+            p.name: PluginContext(p.name, app, config.plugin_config(p.name), store, lambda: self.api, self._defer)
             for p in plugins
         }
-        self.delivery: Any = None  # set by the host when deferred delivery is configured
+        self.delivery: Delivery  # set by the host, which shares one among its apps
 
     @cached_property
     def api(self) -> WeComAPI:
@@ -72,6 +73,9 @@ class Bot:
         from .api import client_for
 
         return client_for(self.app, self.store)
+
+    def _defer(self, context: PluginContext, func: Any, message: Message, *args: Any) -> None:
+        self.delivery.defer(context, func, message, *args)
 
     def context_for(self, plugin_name: str) -> PluginContext:
         """The context handed to ``plugin_name``."""
@@ -113,47 +117,27 @@ class Bot:
         self.check_timestamp(timestamp)
         plaintext = self.crypto.decrypt_message(body, msg_signature, timestamp, nonce)
         message = parse_message(plaintext)
-        if self.delivery is not None:
-            plugin, reply = self.delivery.answer(self, message)
-        else:
-            found = first_reply(self.pm, message, self.context_for)
-            plugin, reply = found if found else (None, None)
+        xml, plugin = self.delivery.answer(self, message, plaintext)
         fmt = envelope_format(body)
-        return Answer(self.render(reply, message, nonce, fmt), message, plugin, fmt)
+        return Answer(self.crypto.encrypt_reply(xml, nonce, fmt=fmt) if xml else "", message, plugin, fmt)
 
     def ask_plugins(self, message: Message) -> tuple[str | None, Reply | None]:
         """Run the plugins for ``message``: ``(plugin, reply)`` or ``(None, None)``."""
         found = first_reply(self.pm, message, self.context_for)
         return found if found else (None, None)
 
-    def render(self, reply: Reply | None, message: Message, nonce: str, fmt: str = "xml") -> str:
-        """The encrypted passive answer for ``reply`` ("" when there is none),
-        in the envelope format (``xml`` or ``json``) the callback came in.
+    def passive_xml(self, reply: Reply | None, message: Message) -> str | None:
+        """The plaintext passive answer for ``reply`` (``None`` when there is none).
 
         Replies that a passive answer cannot carry (text over 2048 bytes,
         markdown) are pushed through ``message/send`` instead, never cut.
         """
         if reply is None:
-            return ""
-        if not self.fits_passive(reply):
-            self.push(reply, message)
-            return ""
-        xml = reply.to_xml(to_user=message.from_user, from_user=message.to_user, create_time=int(time.time()))
-        return self.crypto.encrypt_reply(xml, nonce, fmt=fmt)
-
-    @staticmethod
-    def fits_passive(reply: Reply) -> bool:
-        """Whether a passive XML answer can carry ``reply``."""
-        if isinstance(reply, TextReply):
-            return reply.fits_passive
-        return reply.msg_type != "markdown"
-
-    def push(self, reply: Reply, message: Message) -> None:
-        """Deliver ``reply`` to the message's sender through the WeCom API."""
-        if self.delivery is not None:
+            return None
+        if not reply.fits_passive:
             self.delivery.push_later(self, reply, message)
-        else:
-            send_reply(self.api, reply, message)
+            return None
+        return reply.to_xml(to_user=message.from_user, from_user=message.to_user, create_time=int(time.time()))
 
     def notify(self, hook: str, **kwargs: Any) -> list[tuple[str, Any]]:
         """Call every plugin's ``hook``, isolating failures."""

@@ -1,0 +1,194 @@
+"""Deferred jobs that survive the death of the process running them, on huey.
+
+Once WeCom has been answered it never asks again, so a reply still being
+worked on belongs to the host. Each job is a record in the store plus a huey
+task. huey deletes a task from its queue when a worker takes it, so a worker
+killed mid-job would lose it; every run therefore first schedules its own
+successor (a guard, ``lease`` seconds later) and only then works under a lease
+that a heartbeat keeps fresh. When the guard fires it finds the job done (and
+stops), still leased by a live worker (and schedules the next guard), or
+abandoned (and runs it again). The reply is pushed once; twice only if a
+process dies between pushing and recording that it did.
+
+The queue lives next to the store: a SQLite file beside the store's (one
+machine, no server), the same Redis (several hosts), or memory (tests).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import uuid
+from typing import Any, Callable
+
+from huey import MemoryHuey, RedisHuey, SqliteHuey
+from huey.api import Huey
+from huey.consumer import Consumer
+
+from .store import Store
+
+log = logging.getLogger("wechatbot.jobs")
+
+JOB_TTL = 24 * 3600.0
+MAX_ATTEMPTS = 3
+
+
+def queue_for(store_url: str, queue_url: str | None = None) -> Huey:
+    """The huey instance for a store URL (or an explicit ``[wechatbot] queue`` URL)."""
+    url = queue_url or store_url
+    common = {"name": "wechatbot", "results": False, "utc": True}
+    if url.startswith("sqlite:///"):
+        path = url[len("sqlite:///"):]
+        if path.endswith(".db"):
+            path = path[:-3]
+        return SqliteHuey(filename=path + "-queue.db", **common)
+    if url.startswith(("redis://", "rediss://")):
+        return RedisHuey(url=url, **common)
+    return MemoryHuey(**common)
+
+
+class _EmbeddedConsumer(Consumer):
+    """A huey consumer running as threads inside a web worker.
+
+    It leaves signal handling to gunicorn (huey's own would replace it).
+    """
+
+    def _set_signal_handlers(self) -> None:
+        pass
+
+
+Runner = Callable[[dict], None]
+
+
+class Jobs:
+    """Durable deferred jobs: records in the store, work on huey."""
+
+    def __init__(self, store: Store, huey: Huey, runner: Runner, lease: float = 10.0, workers: int = 2) -> None:
+        self.store = store
+        self.huey = huey
+        self.runner = runner
+        self.lease = lease
+        self.workers = workers
+        self.owner = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.held: set[str] = set()
+        self._held_lock = threading.Lock()
+        self._consumer: Consumer | None = None
+        self._pid: int | None = None
+        self._stop = threading.Event()
+        self.task = huey.task(name="wechatbot.run_job")(self._run)
+
+    # -- starting and stopping -------------------------------------------
+
+    def start(self) -> None:
+        """Start this process's consumer and lease heartbeat (again after a fork)."""
+        if self._pid == os.getpid():
+            return
+        self._pid = os.getpid()
+        self.owner = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.held = set()
+        self._stop = threading.Event()
+        self._consumer = _EmbeddedConsumer(
+            self.huey, workers=self.workers, periodic=False, initial_delay=0.05, max_delay=0.5,
+            check_worker_health=False, worker_type="thread",
+        )
+        self._consumer.start()
+        threading.Thread(target=self._heartbeat, name="wechatbot-lease-heartbeat", daemon=True).start()
+
+    def stop(self) -> None:
+        """Stop the consumer; leases still held expire and their guards take over."""
+        self._stop.set()
+        if self._consumer is not None and self._pid == os.getpid():
+            self._consumer.stop(graceful=False)
+        self._pid = None
+
+    # -- submitting ------------------------------------------------------
+
+    def submit(self, record: dict, key: str | None = None) -> str:
+        """Store a job and queue it to run now; return its key."""
+        key = key or f"job-{uuid.uuid4().hex}"
+        self.store.set(f"job:{key}", json.dumps({**record, "key": key, "attempts": 0}), JOB_TTL)
+        self.task(key)
+        return key
+
+    def adopt(self, record: dict, key: str) -> None:
+        """Record a job this process is already running (past the reply deadline).
+
+        This process holds its lease; if it dies, the guard runs the job again.
+        """
+        self.store.set(f"job:{key}", json.dumps({**record, "key": key, "attempts": 1}), JOB_TTL)
+        self.store.set(f"lease:{key}", self.owner, self.lease)
+        self._hold(key)
+        self.task.schedule((key,), delay=self.lease)
+
+    def finish(self, key: str) -> None:
+        """Mark a job done: guards stop, nobody runs it again."""
+        self.store.set(f"done:{key}", "1", JOB_TTL)
+        self._release(key)
+
+    # -- running -----------------------------------------------------------
+
+    def _run(self, key: str) -> None:
+        if self.store.get(f"done:{key}"):
+            return
+        raw = self.store.get(f"job:{key}")
+        if raw is None:
+            log.error("deferred job %s has no record (expired?); dropped", key)
+            return
+        # The guard first: if this process dies below, it runs the job again.
+        self.task.schedule((key,), delay=self.lease)
+        if not self.store.add(f"lease:{key}", self.owner, self.lease):
+            return  # a live worker holds it
+        self._hold(key)
+        record = json.loads(raw)
+        record["attempts"] = record.get("attempts", 0) + 1
+        if record["attempts"] > MAX_ATTEMPTS:
+            log.error("deferred job %s gave up after %d attempts (its worker died each time)", key, MAX_ATTEMPTS)
+            self.finish(key)
+            return
+        if record["attempts"] > 1:
+            log.warning("deferred job %s: attempt %d (an earlier worker died)", key, record["attempts"])
+        self.store.set(f"job:{key}", json.dumps(record), JOB_TTL)
+        try:
+            self.runner(record)
+        except Exception:
+            log.exception("deferred job %s failed", key)
+        self.finish(key)
+
+    # -- leases ------------------------------------------------------------
+
+    def _hold(self, key: str) -> None:
+        with self._held_lock:
+            self.held.add(key)
+
+    def _release(self, key: str) -> None:
+        with self._held_lock:
+            self.held.discard(key)
+        if self.store.get(f"lease:{key}") == self.owner:
+            self.store.delete(f"lease:{key}")
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(self.lease / 3):
+            with self._held_lock:
+                keys = list(self.held)
+            for key in keys:
+                try:
+                    self.store.set(f"lease:{key}", self.owner, self.lease)
+                except Exception:
+                    log.exception("cannot renew the lease of deferred job %s", key)
+
+    def pending(self) -> int:
+        """Jobs waiting in the queue (not counting scheduled guards)."""
+        return self.huey.pending_count()
+
+
+def run_standalone(jobs: Jobs) -> None:
+    """Run a consumer in the foreground (``wechatbot worker``) until interrupted."""
+    consumer = Consumer(jobs.huey, workers=jobs.workers, periodic=False, initial_delay=0.05, max_delay=0.5, worker_type="thread")
+    consumer.run()
+
+
+def describe(huey: Any) -> str:
+    """Where the queue lives, for logs."""
+    storage = huey.storage
+    return getattr(storage, "filename", None) or type(storage).__name__
