@@ -1,0 +1,183 @@
+"""Retries handled once, answers within the deadline, late replies pushed, nothing lost."""
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from wechatbot import hookimpl
+from wechatbot.jobs import Jobs, queue_for
+from wechatbot.simulator import event_xml, message_xml
+from wechatbot.store import open_store
+from wechatbot.testing import app_sections, make_app, simulated_wecom
+
+
+class Slow:
+    """Answers 'done: <text>' after ``seconds``; counts its runs."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.runs: list[str] = []
+        self.lock = threading.Lock()
+
+    @hookimpl
+    def handle_message(self, message):
+        with self.lock:
+            self.runs.append(message.content)
+        time.sleep(self.seconds)
+        return f"done: {message.content}"
+
+    @hookimpl
+    def handle_event(self, event):
+        with self.lock:
+            self.runs.append(event.raw.get("Note", event.event))
+        return None
+
+
+def build(fake_wecom_api, plugin, **host):
+    sections = app_sections(api_base=fake_wecom_api.url, wechatbot={"store": "memory://", **host})
+    fake_wecom_api.add_app(sections["wecom"]["corp_id"], sections["wecom"]["secret"])
+    app = make_app(sections, {"slow": plugin})
+    return app, simulated_wecom(app)
+
+
+def test_retry_after_the_answer_gets_the_same_reply_without_running_plugins(fake_wecom_api) -> None:
+    plugin = Slow(0)
+    app, sim = build(fake_wecom_api, plugin)
+    xml = message_xml("text", content="hello", msg_id="42")
+    first, again = sim.post_xml(xml), sim.post_xml(xml, nonce="another-nonce")
+    assert first.content == again.content == "done: hello"
+    assert first.body != again.body  # encrypted afresh for its own nonce
+    assert plugin.runs == ["hello"]
+    assert app.extensions["wechatbot"].delivery.stats["retries"] == 1
+
+
+def test_concurrent_retries_run_the_plugin_once(fake_wecom_api) -> None:
+    plugin = Slow(0.5)
+    app, sim = build(fake_wecom_api, plugin)
+    xml = message_xml("text", content="once", msg_id="7")
+    with ThreadPoolExecutor(3) as pool:
+        answers = list(pool.map(lambda _: sim.post_xml(xml), range(3)))
+    assert plugin.runs == ["once"]
+    assert [a.status for a in answers] == [200, 200, 200]
+    assert [a.content for a in answers] == ["done: once"] * 3
+
+
+def test_distinct_events_in_the_same_second_are_all_handled(fake_wecom_api) -> None:
+    plugin = Slow(0)
+    _, sim = build(fake_wecom_api, plugin)
+    now = int(time.time())
+    for note in ("a", "b"):
+        sim.post_xml(event_xml("change_contact", from_user="sys", create_time=now, Note=note))
+    sim.post_xml(event_xml("change_contact", from_user="sys", create_time=now, Note="a"))  # a retry
+    assert plugin.runs == ["a", "b"]
+
+
+def test_slow_plugin_answer_is_empty_in_time_and_reply_is_pushed(fake_wecom_api) -> None:
+    plugin = Slow(1.0)
+    _, sim = build(fake_wecom_api, plugin, reply_deadline="0.3")
+    started = time.monotonic()
+    received = sim.text("report", from_user="lisi")
+    assert time.monotonic() - started < 0.8
+    assert received.status == 200 and received.body == ""
+    sent = fake_wecom_api.wait_for_sent(1, timeout=5)
+    assert sent[0]["touser"] == "lisi" and sent[0]["text"]["content"] == "done: report"
+    assert sent[0]["msgtype"] == "text"
+
+
+def test_retry_while_deferred_does_not_run_again(fake_wecom_api) -> None:
+    plugin = Slow(0.8)
+    _, sim = build(fake_wecom_api, plugin, reply_deadline="0.2")
+    xml = message_xml("text", content="slow", msg_id="99")
+    assert sim.post_xml(xml).body == ""
+    assert sim.post_xml(xml).body == ""  # WeCom's retry while the plugin still works
+    fake_wecom_api.wait_for_sent(1, timeout=5)
+    time.sleep(0.3)
+    assert plugin.runs == ["slow"] and len(fake_wecom_api.sent) == 1
+
+
+def test_full_pool_answers_empty_counts_and_still_delivers(fake_wecom_api) -> None:
+    plugin = Slow(0.6)
+    app, sim = build(fake_wecom_api, plugin, reply_deadline="0.2", deferred_workers="1", deferred_queue="0")
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(lambda text: sim.text(text, from_user=text), ["u1", "u2"]))
+    assert [a.body for a in answers] == ["", ""]
+    assert app.extensions["wechatbot"].delivery.stats["overflow"] == 1
+    sent = fake_wecom_api.wait_for_sent(2, timeout=8)
+    assert sorted(m["touser"] for m in sent) == ["u1", "u2"]
+
+
+def test_long_text_is_pushed_in_parts_never_cut(fake_wecom_api) -> None:
+    class Long:
+        @hookimpl
+        def handle_message(self):
+            return "长" * 1500  # 4500 bytes: too long for a passive reply
+
+    _, sim = build(fake_wecom_api, Long())
+    assert sim.text("x", from_user="wangwu").body == ""
+    sent = fake_wecom_api.wait_for_sent(3, timeout=5)
+    assert "".join(m["text"]["content"] for m in sent) == "长" * 1500
+    assert all(len(m["text"]["content"].encode()) <= 2048 and m["touser"] == "wangwu" for m in sent)
+
+
+def slow_lookup(message, context, suffix):
+    """A deferred job target (module level, so the queue can find it again)."""
+    return f"{message.content} {suffix} via {context.plugin_name}"
+
+
+def test_plugin_can_defer_on_purpose_and_answer_at_once(fake_wecom_api) -> None:
+    class Deferring:
+        @hookimpl
+        def handle_message(self, message, context):
+            context.defer(slow_lookup, message, "looked up")
+            return "working on it…"
+
+    _, sim = build(fake_wecom_api, Deferring())
+    assert sim.text("order 12", from_user="zhaoliu").content == "working on it…"
+    sent = fake_wecom_api.wait_for_sent(1, timeout=5)
+    assert sent[0]["touser"] == "zhaoliu" and sent[0]["text"]["content"] == "order 12 looked up via slow"
+
+
+def test_defer_refuses_a_function_the_queue_cannot_find_again(fake_wecom_api) -> None:
+    class Bad:
+        @hookimpl
+        def handle_message(self, message, context):
+            context.defer(lambda m, c: "x", message)
+
+    _, sim = build(fake_wecom_api, Bad())
+    assert sim.text("x").body == ""  # the plugin's error is isolated and logged
+
+
+def test_job_abandoned_by_a_dead_worker_is_run_again(tmp_path) -> None:
+    store = open_store(f"sqlite:///{tmp_path}/s.db")
+    ran: list[dict] = []
+    jobs = Jobs(store, queue_for(f"sqlite:///{tmp_path}/s.db"), ran.append, lease=1.0)
+    # A worker took the job past the deadline, then died: its lease is not renewed.
+    jobs.adopt({"app": "", "plaintext": "<xml/>", "kind": "dispatch"}, "cb:dead")
+    jobs.held.clear()
+    jobs.start()
+    try:
+        deadline = time.monotonic() + 6
+        while not ran and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert [r["key"] for r in ran] == ["cb:dead"] and ran[0]["attempts"] == 2
+        time.sleep(1.5)  # the next guard finds it done
+        assert len(ran) == 1
+    finally:
+        jobs.stop()
+
+
+def test_job_held_by_a_live_worker_is_not_run_twice(tmp_path) -> None:
+    store = open_store(f"sqlite:///{tmp_path}/s.db")
+    ran: list[dict] = []
+    jobs = Jobs(store, queue_for(f"sqlite:///{tmp_path}/s.db"), ran.append, lease=0.6)
+    jobs.start()
+    try:
+        jobs.adopt({"app": "", "plaintext": "<xml/>", "kind": "dispatch"}, "cb:alive")
+        time.sleep(2.5)  # several guards fire while the heartbeat keeps the lease
+        assert ran == []
+        jobs.finish("cb:alive")
+        time.sleep(1.5)
+        assert ran == []
+    finally:
+        jobs.stop()
