@@ -69,7 +69,7 @@ class Config:
     reply_deadline: float = 4.0
     replay_window: float = 300.0
     queue: str | None = None
-    deferred_workers: int = 4
+    deferred_workers: int = 16
     deferred_queue: int = 1000
     plugin_settings: dict[str, dict[str, str]] = field(default_factory=dict)
     source: str | None = None
@@ -226,7 +226,7 @@ def config_from_sections(
         reply_deadline=float(_number("wechatbot", "reply_deadline", host.get("reply_deadline", "4"), float)),
         replay_window=float(_number("wechatbot", "replay_window", host.get("replay_window", "300"), float)),
         queue=host.get("queue", "").strip() or None,
-        deferred_workers=int(_number("wechatbot", "deferred_workers", host.get("deferred_workers", "4"), int)),
+        deferred_workers=int(_number("wechatbot", "deferred_workers", host.get("deferred_workers", "16"), int)),
         deferred_queue=int(_number("wechatbot", "deferred_queue", host.get("deferred_queue", "1000"), int)),
         plugin_settings={s.partition(":")[2]: dict(v) for s, v in merged.items() if s.startswith("plugin:")},
         source=source,

@@ -64,7 +64,7 @@ Runner = Callable[[dict], None]
 class Jobs:
     """Durable deferred jobs: records in the store, work on huey."""
 
-    def __init__(self, store: Store, huey: Huey, runner: Runner, lease: float = 10.0, workers: int = 2) -> None:
+    def __init__(self, store: Store, huey: Huey, runner: Runner, lease: float = 5.0, workers: int = 2) -> None:
         self.store = store
         self.huey = huey
         self.runner = runner

@@ -1,0 +1,161 @@
+"""End to end: the host under a real gunicorn (4 workers), WeCom simulated over HTTP,
+the WeCom API faked by a real HTTP server."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+
+from wechatbot.fake_wecom import FakeWeComAPI
+from wechatbot.simulator import SimulatedWeCom, http_transport, message_xml
+from wechatbot.testing import app_sections
+
+ROOT = Path(__file__).resolve().parent.parent
+
+RECORDER = '''
+"""Records each run as "<pid> <text>" in [plugin:recorder] runs; "sleep N ..." sleeps N seconds."""
+import os
+import time
+
+from wechatbot import hookimpl
+
+
+@hookimpl
+def handle_message(message, context):
+    with open(context.config["runs"], "a") as fh:
+        fh.write(f"{os.getpid()} {message.content}\\n")
+    if message.content.startswith("sleep "):
+        time.sleep(float(message.content.split()[1]))
+    if message.content.startswith("pass"):
+        return None
+    return f"got {message.content}"
+'''
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Host:
+    """A gunicorn running wsgi:app on a temporary config."""
+
+    def __init__(self, tmp: Path, fake: FakeWeComAPI, **host_settings: str) -> None:
+        plugins_dir = tmp / "plugins"
+        plugins_dir.mkdir()
+        (plugins_dir / "recorder.py").write_text(RECORDER)
+        self.runs = tmp / "runs.txt"
+        self.runs.touch()
+        self.sections = app_sections(
+            api_base=fake.url,
+            wechatbot={"store": f"sqlite:///{tmp}/state.db", "plugins_dir": str(plugins_dir),
+                       "plugins": "recorder, echo", "max_body": "4096", **host_settings},
+            **{"plugin:recorder": {"runs": str(self.runs)}},
+        )
+        fake.add_app(self.sections["wecom"]["corp_id"], self.sections["wecom"]["secret"])
+        config = tmp / "config.ini"
+        config.write_text("".join(
+            f"[{name}]\n" + "".join(f"{k} = {v}\n" for k, v in values.items()) for name, values in self.sections.items()
+        ))
+        self.url = f"http://127.0.0.1:{free_port()}"
+        env = {**os.environ, "WECHATBOT_CONFIG": str(config), "WECHATBOT_BIND": self.url[len("http://"):],
+               "WECHATBOT_WORKERS": "4", "WECHATBOT_THREADS": "16", "WECHATBOT_ACCESS_LOG": "/dev/null"}
+        self.log = open(tmp / "gunicorn.log", "w")
+        self.process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"],
+                                        cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    break
+            except requests.RequestException:
+                time.sleep(0.2)
+        else:
+            self.stop()
+            pytest.fail("gunicorn did not start: " + (tmp / "gunicorn.log").read_text()[-3000:])
+        wecom = self.sections["wecom"]
+        self.wecom = SimulatedWeCom(http_transport(self.url + "/callback"), wecom["token"], wecom["encoding_aes_key"], wecom["corp_id"], path="")
+
+    def run_lines(self) -> list[str]:
+        return self.runs.read_text().splitlines()
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self.log.close()
+
+
+@pytest.fixture
+def fake():
+    with FakeWeComAPI() as api:
+        yield api
+
+
+@pytest.fixture
+def host(tmp_path, fake):
+    running = Host(tmp_path, fake, reply_deadline="1")
+    yield running
+    running.stop()
+
+
+def test_verification_replies_and_bad_input_under_gunicorn(host) -> None:
+    assert host.wecom.verify_url()
+    assert host.wecom.text("你好 🎉").content == "got 你好 🎉"
+    assert host.wecom.text("pass through").content == "pass through"  # recorder passes, echo answers
+    post = f"{host.url}/callback?msg_signature=x&timestamp={int(time.time())}&nonce=1"
+    assert requests.post(post, data=b"<xml><Encrypt>AAAA</Encrypt></xml>", timeout=5).status_code == 403
+    assert requests.post(post, data=b"garbage", timeout=5).status_code == 400
+    assert requests.post(f"{host.url}/callback", data=b"<xml/>", timeout=5).status_code == 400
+    assert requests.post(post, data=b"x" * 10000, timeout=5).status_code == 413
+    assert host.wecom.text("still serving").content == "got still serving"
+
+
+def test_concurrent_retries_across_workers_run_the_plugin_once(host) -> None:
+    xml = message_xml("text", content="only once", msg_id="123456789")
+    with ThreadPoolExecutor(3) as pool:
+        answers = list(pool.map(lambda _: host.wecom.post_xml(xml), range(3)))
+    assert [a.status for a in answers] == [200, 200, 200]
+    assert [line.split(" ", 1)[1] for line in host.run_lines()] == ["only once"]
+    assert host.wecom.post_xml(xml).content == "got only once"  # a retry after the reply: same reply
+    assert len(host.run_lines()) == 1
+
+
+def test_fifty_slow_replies_answered_in_time_and_all_pushed(host, fake) -> None:
+    users = [f"user{i}" for i in range(50)]
+
+    def send(user: str) -> float:
+        started = time.monotonic()
+        received = host.wecom.text("sleep 3 for " + user, from_user=user)
+        assert received.status == 200 and received.body == ""
+        return time.monotonic() - started
+
+    with ThreadPoolExecutor(50) as pool:
+        durations = list(pool.map(send, users))
+    assert max(durations) < 1 + 1.5, durations  # reply_deadline = 1 s plus a small margin
+    sent = fake.wait_for_sent(50, timeout=30)
+    assert sorted(m["touser"] for m in sent) == sorted(users)
+    assert all(m["text"]["content"] == f"got sleep 3 for {m['touser']}" for m in sent)
+
+
+def test_deferred_job_survives_sigkill_of_its_worker(host, fake) -> None:
+    assert host.wecom.text("sleep 3 then answer", from_user="survivor").body == ""
+    pid = int(host.run_lines()[0].split()[0])
+    os.kill(pid, signal.SIGKILL)
+    sent = fake.wait_for_sent(1, timeout=30)
+    assert sent[0]["touser"] == "survivor" and sent[0]["text"]["content"] == "got sleep 3 then answer"
+    runs = host.run_lines()
+    assert len(runs) == 2 and int(runs[1].split()[0]) != pid  # run again by a live worker
+    time.sleep(6)  # the next guard finds the job done: delivered once
+    assert len(fake.sent) == 1
