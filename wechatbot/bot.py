@@ -62,7 +62,7 @@ class Bot:
         self.store = store
         self.crypto = WeComCrypto(app.token, app.encoding_aes_key, app.receive_id)
         self.contexts = {
-            p.name: PluginContext(p.name, app, config.plugin_config(p.name), store, lambda: self.api, self._defer)
+            p.name: PluginContext(p.name, app, config.plugin_config(p.name), store, lambda: self.api, self._defer, self.notify)
             for p in plugins
         }
         self.delivery: Delivery  # set by the host, which shares one among its apps

@@ -30,6 +30,7 @@ class PluginContext:
     store: Store | None = None
     api_factory: Callable[[], WeComAPI] | None = field(default=None, repr=False)
     defer_hook: Callable[..., Any] | None = field(default=None, repr=False)
+    notify_hook: Callable[..., list[tuple[str, Any]]] | None = field(default=None, repr=False)
 
     @property
     def log(self) -> logging.Logger:
@@ -60,3 +61,13 @@ class PluginContext:
         if self.defer_hook is None:
             raise RuntimeError("this host was built without deferred delivery")
         self.defer_hook(self, func, message, *args)
+
+    def notify(self, hook: str, **kwargs: Any) -> list[tuple[str, Any]]:
+        """Call ``hook`` on every plugin of this app (e.g. ``media_saved``).
+
+        Each plugin gets its own context; one that raises is logged and
+        skipped. Returns ``(plugin name, result)`` pairs.
+        """
+        if self.notify_hook is None:
+            raise RuntimeError("this context is not attached to a host")
+        return self.notify_hook(hook, **kwargs)
