@@ -140,6 +140,23 @@ def simulate(config_path: str | None, url: str, app_name: str, verify: bool, tex
     click.echo(json.dumps(received.raw, indent=2, ensure_ascii=False))
 
 
+@cli.command()
+@CONFIG_OPTION
+def worker(config_path: str | None) -> None:
+    """Run deferred jobs outside the web workers (optional: web workers run them too).
+
+    Useful with a Redis store when several hosts share one queue.
+    """
+    from .app import Host
+    from .jobs import describe, run_standalone
+
+    host = Host(_load(config_path))
+    for bot in host.bots.values():
+        bot.start()
+    click.echo(f"running deferred jobs from {describe(host.delivery.jobs.huey)}")
+    run_standalone(host.delivery.jobs)
+
+
 def _register_plugin_commands(group: click.Group) -> None:
     """Let plugins add subcommands (``register_commands`` hook)."""
     from .plugins import installed_plugins, load, plugin_manager, select
@@ -162,3 +179,7 @@ def main() -> None:
     cli.add_command(send)
     _register_plugin_commands(cli)
     cli()
+
+
+if __name__ == "__main__":
+    main()
