@@ -36,7 +36,7 @@ def test_init_writes_a_loadable_dev_config_once(tmp_path: Path, monkeypatch: pyt
     assert config.app().encoding_aes_key in first.output and config.app().token in first.output
     assert config.store.startswith("sqlite:///") and (tmp_path / "var").is_dir()
     second = runner.invoke(cli, ["init", "--path", "config.ini"])
-    assert "exists" in second.output
+    assert "exists" in second.output and config.app().token in second.output
     assert load_config("config.ini", environ={}).app().token == config.app().token
 
 

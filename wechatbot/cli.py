@@ -41,12 +41,15 @@ def init(path: str, corp_id: str, force: bool) -> None:
     """Write a development config with a fresh Token and EncodingAESKey."""
     target = Path(path)
     if target.exists() and not force:
+        app = _load(str(target)).app()
+        token, key = app.token, app.encoding_aes_key
         click.echo(f"{target} exists; keeping it (use --force to write a new one)")
-        return
-    token, key = generate_token(), generate_aes_key()
-    write_dev_config(target, token, key, corp_id)
+    else:
+        token, key = generate_token(), generate_aes_key()
+        write_dev_config(target, token, key, corp_id)
+        click.echo(f"wrote {target}")
     Path("var").mkdir(exist_ok=True)
-    click.echo(f"wrote {target}\n  Token:          {token}\n  EncodingAESKey: {key}\n"
+    click.echo(f"  Token:          {token}\n  EncodingAESKey: {key}\n"
                "Paste both into the app's 接收消息 (receive messages via API) page and set corp_id.")
 
 
