@@ -386,7 +386,8 @@ class WeComAPI:
     ``store`` holds the access token for every process that shares it;
     ``api_base`` points elsewhere than the public API (tests use a fake);
     ``timeout`` bounds every request (seconds); ``retries`` and ``backoff``
-    control how often and how patiently "busy" answers are retried.
+    control how often and how patiently "busy" answers are retried;
+    ``resume_attempts`` bounds how often a broken download is resumed.
     Safe to share between threads.
     """
 
@@ -414,6 +415,7 @@ class WeComAPI:
         self.retries = retries
         self.backoff = backoff
         self.resume_attempts = resume_attempts
+        self.range_chunk = RANGE_CHUNK
         self._secret = secret
         self._session = session or _new_session()
         digest = hashlib.sha256(secret.encode("utf-8")).hexdigest()[:16]
@@ -724,7 +726,7 @@ class WeComAPI:
         while True:
             headers = {"Accept-Encoding": "identity"}  # offsets count bytes on the wire
             if ranged:
-                headers["Range"] = f"bytes={written}-{written + RANGE_CHUNK - 1}"
+                headers["Range"] = f"bytes={written}-{written + self.range_chunk - 1}"
             elif written:
                 headers["Range"] = f"bytes={written}-"
             try:
@@ -826,12 +828,13 @@ class WeComAPI:
         if size < MIN_UPLOAD_BYTES:
             raise MediaLimitError(f"{name!r} is {size} bytes; WeCom only accepts files larger than 5 bytes")
         if size > limit:
-            raise MediaLimitError(f"{name!r} is {size} bytes; a {media_type} may be at most "
+            raise MediaLimitError(f"{name!r} is {size} bytes; {media_type} uploads may be at most "
                                   f"{limit // (1024 * 1024)} MB ({limit} bytes)")
         ext = os.path.splitext(name)[1].lower()
         if extensions is not None and ext not in extensions:
-            raise MediaLimitError(f"{name!r}: a {media_type} must be a {'/'.join(sorted(e[1:] for e in extensions))} "
-                                  f"file (judged by its name)")
+            accepted = ", ".join(sorted(extensions))
+            raise MediaLimitError(f"{name!r} cannot be uploaded as {media_type}: only {accepted} files are "
+                                  f"accepted (judged by the file name)")
 
 
 def webhook_send(key: str, payload: dict, api_base: str = DEFAULT_API_BASE, timeout: float = 10.0,
