@@ -38,20 +38,23 @@ def _url_for(backend: str, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def key() -> Iterator[Callable[[str], str]]:
+def key(request: pytest.FixtureRequest) -> Iterator[Callable[[str], str]]:
     """Make keys unique to this test, so Redis db 15 can be shared; remove them afterwards."""
     prefix = f"test:{uuid.uuid4().hex}:"
-    yield lambda name: prefix + name
-    try:
+    issued: list[str] = []
+
+    def make(name: str) -> str:
+        issued.append(prefix + name)
+        return prefix + name
+
+    yield make
+    callspec = getattr(request.node, "callspec", None)
+    if issued and callspec is not None and "redis" in callspec.params.values():
         import redis
 
         client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
-        for k in client.scan_iter(match=prefix + "*"):
-            client.delete(k)
-        for k in client.scan_iter(match="lock:" + prefix + "*"):
-            client.delete(k)
-    except Exception:
-        pass
+        client.delete(*issued, *(f"lock:{k}" for k in issued))
+        client.close()
 
 
 @pytest.fixture(params=["memory", "sqlite", "redis"])

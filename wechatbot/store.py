@@ -72,6 +72,9 @@ class StoreURLError(ValueError):
             f"Accepted forms: {ACCEPTED_FORMS}"
         )
 
+    def __reduce__(self) -> tuple[type[StoreURLError], tuple[str, str]]:
+        return (type(self), (self.url, self.reason))
+
 
 def _check_ttl(ttl: float | None) -> None:
     if ttl is not None and not ttl > 0:
@@ -242,8 +245,9 @@ class SQLiteStore(Store):
         self._purge_interval = purge_interval
         self._next_purge = time.time() + purge_interval
         self._local = threading.local()
+        # Appended to without a lock (list.append is atomic), so that a fork
+        # can never leave a child waiting on a lock another thread held.
         self._conns: list[tuple[int, sqlite3.Connection]] = []
-        self._conns_mutex = threading.Lock()
         # Connections inherited through fork are kept referenced but never
         # used or closed: closing one in the child could drop the parent's
         # POSIX locks on the file.
@@ -288,8 +292,7 @@ class SQLiteStore(Store):
             self._inherited.append(local.conn)
         conn = self._connect()
         local.pid, local.conn = pid, conn
-        with self._conns_mutex:
-            self._conns.append((pid, conn))
+        self._conns.append((pid, conn))
         return conn
 
     def _after_write(self, conn: sqlite3.Connection, now: float) -> None:
@@ -327,8 +330,7 @@ class SQLiteStore(Store):
     def close(self) -> None:
         self._closed = True
         pid = os.getpid()
-        with self._conns_mutex:
-            conns, self._conns = self._conns, []
+        conns, self._conns = self._conns, []
         for owner, conn in conns:
             if owner == pid:
                 conn.close()
