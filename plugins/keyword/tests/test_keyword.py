@@ -268,6 +268,34 @@ def test_rules_from_an_ini_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert wecom.event("click", event_key="MENU_HELP").content == "菜单帮助"
 
 
+def test_the_readme_example_starts_and_answers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    ini = re.findall(r"```ini\n(.*?)```", readme, re.S)[1]
+    (tmp_path / "keyword-rules.yaml").write_text(re.findall(r"```yaml\n(.*?)```", readme, re.S)[0], encoding="utf-8")
+    wecom_section = app_sections()["wecom"]
+    config = tmp_path / "wechatbot.ini"
+    config.write_text(
+        "[wecom]\n" + "".join(f"{k} = {v}\n" for k, v in wecom_section.items()) +
+        "[wechatbot]\nstore = memory://\nplugins = keyword, echo\n" + ini,
+        encoding="utf-8",
+    )
+    monkeypatch.chdir(tmp_path)
+    wecom = simulated_wecom(create_app(str(config)))
+    assert wecom.text("HELLO", from_user="lisi").content == "你好，lisi"
+    assert wecom.text("帮助").content == "发送「天气 城市」查询天气\n发送「订单 号码」查询订单"
+    assert wecom.text("订单42").content == "订单 42 已收到，我们会尽快处理"
+    assert wecom.text("order: 7").content == "订单 7 已收到"
+    assert wecom.text("Our LOGO please").media_id == "3a8asd892asd8asd"
+    assert wecom.event("click", event_key="MENU_HELP").content == "发送「帮助」查看全部指令"
+    assert wecom.event("click", event_key="MENU_VIDEO", from_user="lisi").raw["Video"]["Description"] == "给 lisi"
+    docs = wecom.event("click", event_key="MENU_DOCS", from_user="lisi")
+    assert docs.raw["Articles"]["item"][0]["Url"] == "https://example.com/handbook?u=lisi"
+    assert wecom.event("click", event_key="MENU_OTHER").content == "你点了菜单 MENU_OTHER"
+    assert wecom.text("音乐").media_id == "1c8asd892asd8asd"
+    assert wecom.event("enter_agent", from_user="lisi").content == "欢迎回来，lisi"
+    assert wecom.text("anything else").content == "anything else"
+
+
 # --- start-up errors -------------------------------------------------------
 
 
