@@ -109,11 +109,15 @@ class SimulatedWeCom:
             raise SimulationError(f"URL verification failed: HTTP {status}, body {text[:200]!r}")
         return text
 
-    def post_xml(self, plaintext: str, timestamp: str | None = None, nonce: str | None = None) -> Received:
-        """Encrypt, sign and POST one plaintext callback; decrypt and check the answer."""
+    def signed_request(self, plaintext: str, timestamp: str | None = None, nonce: str | None = None) -> tuple[str, bytes]:
+        """The path with query and the body WeCom would POST for ``plaintext``."""
         encrypted = self.crypto.encrypt(plaintext)
         envelope = xmltodict.unparse({"xml": {"ToUserName": self.corp_id, "AgentID": "1000002", "Encrypt": encrypted}}, full_document=False)
-        status, text = self.transport("POST", self._query(encrypted, timestamp, nonce), envelope.encode())
+        return self._query(encrypted, timestamp, nonce), envelope.encode()
+
+    def post_xml(self, plaintext: str, timestamp: str | None = None, nonce: str | None = None) -> Received:
+        """Encrypt, sign and POST one plaintext callback; decrypt and check the answer."""
+        status, text = self.transport("POST", *self.signed_request(plaintext, timestamp, nonce))
         if status != 200:
             return Received(status, text)
         if not text:
