@@ -503,6 +503,17 @@ def test_broken_download_resumes_with_range(api: WeComAPI, fake: FakeWeComAPI, t
     assert 0 < offset <= len(data) // 2
 
 
+def test_a_download_that_keeps_breaking_gives_up_and_leaves_nothing(fake: FakeWeComAPI, corp_id: str,
+                                                                   secret: str, memory_store: Store,
+                                                                   tmp_path: Path) -> None:
+    api = WeComAPI(corp_id, secret, AGENT_ID, memory_store, api_base=fake.url, resume_attempts=2)
+    fake.add_media("MEDIA", os.urandom(1024 * 1024), cut_after=100_000, cut_times=10)
+    with pytest.raises(WeComNetworkError, match="kept breaking"):
+        api.get_media("MEDIA", tmp_path)
+    assert len(fake.requests_to("media/get")) == 3  # the download and two resumes
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_too_large_media_is_fetched_in_ranges(api: WeComAPI, fake: FakeWeComAPI, tmp_path: Path) -> None:
     api.range_chunk = 1024 * 1024
     data = os.urandom(3 * 1024 * 1024 + 5)

@@ -332,6 +332,11 @@ def safe_filename(name: str | None, fallback: str = "media", max_bytes: int = MA
     return text
 
 
+def _seekable(fh: Any) -> bool:
+    seekable = getattr(fh, "seekable", None)
+    return bool(seekable and seekable())
+
+
 def _is_json_answer(resp: requests.Response) -> bool:
     """Whether media/get answered an error as JSON instead of sending the file."""
     content_type = resp.headers.get("Content-Type", "").lower()
@@ -664,7 +669,7 @@ class WeComAPI:
         """
         if hasattr(dest, "write"):
             fh = dest  # type: ignore[assignment]
-            start = fh.tell() if fh.seekable() else None  # type: ignore[union-attr]
+            start = fh.tell() if _seekable(fh) else None  # type: ignore[union-attr,arg-type]
             try:
                 return self._download(media_id, fh, max_bytes)  # type: ignore[arg-type]
             except MediaLimitError:
@@ -716,7 +721,7 @@ class WeComAPI:
 
     def _download(self, media_id: str, fh: BinaryIO, max_bytes: int | None) -> MediaFile:
         """Write the media to ``fh``; the returned MediaFile has no path."""
-        start = fh.tell() if fh.seekable() else None
+        start = fh.tell() if _seekable(fh) else None
         attempts = _Attempts()
         written = 0
         total: int | None = None
@@ -724,6 +729,7 @@ class WeComAPI:
         broken = 0
         filename = content_type = None
         while True:
+            before = written
             headers = {"Accept-Encoding": "identity"}  # offsets count bytes on the wire
             if ranged:
                 headers["Range"] = f"bytes={written}-{written + self.range_chunk - 1}"
@@ -774,7 +780,7 @@ class WeComAPI:
                 resp.close()
             if reason is None and (total is None or written >= total):
                 break
-            if reason is None and ranged and resp.status_code == 206:
+            if reason is None and ranged and resp.status_code == 206 and written > before:
                 continue  # the next range
             broken += 1
             if broken > self.resume_attempts:
@@ -807,7 +813,7 @@ class WeComAPI:
     def _upload_stream(self, media_type: str, fh: BinaryIO, filename: str | None, limit: int,
                        extensions: frozenset[str] | None) -> dict:
         name = filename or os.path.basename(str(getattr(fh, "name", "") or "")) or "media"
-        if fh.seekable():
+        if _seekable(fh):
             start = fh.tell()
             size = fh.seek(0, io.SEEK_END) - start
             fh.seek(start)

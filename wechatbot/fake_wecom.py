@@ -130,6 +130,7 @@ class _Media:
     content_type: str
     content_disposition: str | None
     cut_after: int | None
+    cut_times: int
     require_range: bool
 
     @property
@@ -371,6 +372,7 @@ class FakeWeComAPI:
         *,
         content_disposition: str | bytes | None = None,
         cut_after: int | None = None,
+        cut_times: int = 1,
         require_range: bool = False,
     ) -> None:
         """Serve a file at ``media/get?media_id=…``.
@@ -379,8 +381,8 @@ class FakeWeComAPI:
         large files). ``filename`` goes into ``Content-Disposition`` (default
         ``<media_id>``); ``content_disposition`` replaces that header verbatim
         (bytes are sent as they are, for raw UTF-8 or hostile names).
-        ``cut_after=N`` breaks the connection once, after N bytes of the next
-        download. ``require_range`` answers errcode 830002 to a request without
+        ``cut_after=N`` breaks the connection after N bytes of the next
+        download, ``cut_times`` times in a row. ``require_range`` answers errcode 830002 to a request without
         ``Range``, as WeCom does for large files.
         """
         if isinstance(data, bytes):
@@ -389,7 +391,8 @@ class FakeWeComAPI:
             content, path = None, Path(data)
         if isinstance(content_disposition, bytes):
             content_disposition = content_disposition.decode("latin-1")  # written back byte for byte
-        media = _Media(content, path, filename or media_id, content_type, content_disposition, cut_after, require_range)
+        media = _Media(content, path, filename or media_id, content_type, content_disposition, cut_after,
+                       cut_times if cut_after is not None else 0, require_range)
         with self._state.cond:
             self._state.media[media_id] = media
 
@@ -613,9 +616,9 @@ class FakeWeComAPI:
             return handler.send_error_json(41006)
         with self._state.cond:
             media = self._state.media.get(media_id)
-            cut = media.cut_after if media is not None else None
-            if media is not None:
-                media.cut_after = None  # the connection breaks once
+            cut = None
+            if media is not None and media.cut_times > 0:
+                cut, media.cut_times = media.cut_after, media.cut_times - 1
         if media is None:
             return handler.send_error_json(40007)
         range_header = handler.headers.get("Range")
@@ -682,7 +685,7 @@ class FakeWeComAPI:
         media_id = f"{media_type}-{secrets.token_hex(12)}"
         with self._state.cond:
             self._state.uploads.append(Upload(media_id, media_type, filename, content_type, content))
-            self._state.media[media_id] = _Media(content, None, filename, content_type, None, None, False)
+            self._state.media[media_id] = _Media(content, None, filename, content_type, None, None, 0, False)
         handler.send_json({
             "errcode": 0, "errmsg": "", "type": media_type, "media_id": media_id,
             "created_at": str(int(time.time())),
