@@ -118,7 +118,8 @@ def apply_fields(message: dict, fields: Iterable[str]) -> dict:
 @click.argument("message_file", required=False, type=click.File("r", encoding="utf-8"))
 @click.option("-m", "--message", "message_text", help="The message as JSON or YAML text.")
 @click.option("-a", "--field", "fields", multiple=True, metavar="KEY.PATH=VALUE",
-              help="Add or override a field, e.g. touser=zhangsan or text.content=hi (repeatable).")
+              help="Add or override a field, e.g. touser=zhangsan or text.content=hi (repeatable). "
+                   "42, 1.5, true, false and null are typed; quote a value to keep it a string.")
 @click.option("--app", "app_name", default="", help="Send as the app of [wecom:NAME] (default: [wecom]).")
 @click.option("--config", "config_path", envvar="WECHATBOT_CONFIG", type=click.Path(dir_okay=False),
               help="INI config file (default: $WECHATBOT_CONFIG).")
