@@ -25,7 +25,6 @@ from wechatbot.api import (
     WeComNetworkError,
     client_for,
     safe_filename,
-    split_text,
     webhook_send,
 )
 from wechatbot.config import config_from_sections
@@ -403,15 +402,6 @@ def test_long_text_is_sent_in_parts_on_character_boundaries(api: WeComAPI, fake:
     assert "".join(parts) == content
     assert all(len(p.encode("utf-8")) <= 2048 for p in parts)
     assert all(p.endswith("\n") for p in parts[:-1])  # split after whole lines
-
-
-def test_split_text_without_newlines_cuts_between_characters() -> None:
-    text = "a" + "😀" * 1500  # 4-byte characters; the first 2048-byte boundary falls inside one
-    parts = split_text(text)
-    assert "".join(parts) == text
-    assert [len(p.encode()) for p in parts] == [2045, 2048, 6001 - 2045 - 2048]
-    assert split_text("short") == ["short"]
-    assert split_text("x" * 2048) == ["x" * 2048]
 
 
 def test_update_template_card(api: WeComAPI, fake: FakeWeComAPI) -> None:

@@ -35,6 +35,9 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Iterable
 import requests
 from requests.adapters import HTTPAdapter
 
+from .config import DEFAULT_API_BASE
+from .replies import split_text
+
 if TYPE_CHECKING:
     from .config import AppConfig
     from .store import Store
@@ -54,13 +57,11 @@ __all__ = [
     "hint_for",
     "redact",
     "safe_filename",
-    "split_text",
     "webhook_send",
 ]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_API_BASE = "https://qyapi.weixin.qq.com"
 TEXT_LIMIT = 2048  # bytes of UTF-8 in one text or markdown message
 TOKEN_ERRCODES = frozenset({40014, 42001, 42007, 42009})
 RETRY_ERRCODES = frozenset({-1, 45009, 45033})
@@ -240,30 +241,6 @@ def _errcode(body: dict) -> int:
         return int(body.get("errcode", 0) or 0)
     except (TypeError, ValueError):
         return -1
-
-
-def split_text(text: str, limit: int = TEXT_LIMIT) -> list[str]:
-    """Split ``text`` into parts of at most ``limit`` UTF-8 bytes, losing nothing.
-
-    Parts end on character boundaries and, when there is a newline in the
-    second half of a part, right after it. ``"".join(parts) == text``.
-    """
-    if limit < 4:
-        raise ValueError("limit must leave room for one UTF-8 character (at least 4 bytes)")
-    data = text.encode("utf-8")
-    parts: list[str] = []
-    start = 0
-    while len(data) - start > limit:
-        end = start + limit
-        while (data[end] & 0xC0) == 0x80:  # data[end] continues a character: cut before it starts
-            end -= 1
-        newline = data.rfind(b"\n", start, end)
-        if newline >= start + limit // 2:
-            end = newline + 1
-        parts.append(data[start:end].decode("utf-8"))
-        start = end
-    parts.append(data[start:].decode("utf-8"))
-    return parts
 
 
 def _param_value(raw: str) -> str:
