@@ -181,3 +181,63 @@ def test_job_held_by_a_live_worker_is_not_run_twice(tmp_path) -> None:
         assert ran == []
     finally:
         jobs.stop()
+
+
+class Kinds:
+    """Answers a text naming a reply kind with a reply of that kind."""
+
+    @hookimpl
+    def handle_message(self, message):
+        from wechatbot.replies import Article, ImageReply, MarkdownReply, NewsReply, VideoReply, VoiceReply
+
+        time.sleep(0.4)
+        return {
+            "image": ImageReply("M_IMG"), "voice": VoiceReply("M_VOICE"), "video": VideoReply("M_VIDEO", "t", "d"),
+            "news": NewsReply([Article("title", "desc", "https://example.com", "https://example.com/p.png")]),
+            "markdown": MarkdownReply("**bold**"),
+        }[message.content]
+
+    @hookimpl
+    def handle_event(self, event):
+        return f"photo event {event.event}"
+
+
+def test_late_replies_map_to_their_message_send_types(fake_wecom_api) -> None:
+    _, sim = build(fake_wecom_api, Kinds(), reply_deadline="0.1")
+    for kind in ("image", "voice", "video", "news", "markdown"):
+        assert sim.text(kind, from_user="u_" + kind).body == ""
+    sent = {m["touser"]: m for m in fake_wecom_api.wait_for_sent(5, timeout=10)}
+    assert sent["u_image"]["msgtype"] == "image" and sent["u_image"]["image"] == {"media_id": "M_IMG"}
+    assert sent["u_voice"]["voice"] == {"media_id": "M_VOICE"}
+    assert sent["u_video"]["video"] == {"media_id": "M_VIDEO", "title": "t", "description": "d"}
+    article = sent["u_news"]["news"]["articles"][0]
+    assert article["title"] == "title" and article["url"] == "https://example.com" and article["picurl"] == "https://example.com/p.png"
+    assert sent["u_markdown"]["markdown"] == {"content": "**bold**"}
+
+
+def test_reply_to_an_event_without_passive_replies_is_pushed(fake_wecom_api) -> None:
+    _, sim = build(fake_wecom_api, Kinds())
+    assert sim.event("pic_sysphoto", from_user="camera_user", event_key="PHOTO").body == ""
+    sent = fake_wecom_api.wait_for_sent(1, timeout=5)
+    assert sent[0]["touser"] == "camera_user" and sent[0]["text"]["content"] == "photo event pic_sysphoto"
+    assert sim.event("click", event_key="K").content == "photo event click"  # clicks take passive replies
+
+
+def test_late_card_update_goes_to_the_update_api_with_the_events_response_code(fake_wecom_api) -> None:
+    from wechatbot.replies import ButtonUpdateReply
+
+    class Approver:
+        @hookimpl
+        def handle_event(self, event):
+            time.sleep(0.4)
+            return ButtonUpdateReply("已同意")
+
+    _, sim = build(fake_wecom_api, Approver(), reply_deadline="0.1")
+    assert sim.event("template_card_event", from_user="boss", event_key="yes", TaskId="t1",
+                     CardType="button_interaction", ResponseCode="RC-1").body == ""
+    deadline = time.monotonic() + 5
+    while not fake_wecom_api.card_updates and time.monotonic() < deadline:
+        time.sleep(0.05)
+    update = fake_wecom_api.card_updates[0]
+    assert update["response_code"] == "RC-1" and update["userids"] == ["boss"]
+    assert update["button"] == {"replace_name": "已同意"} and update["agentid"] == 1000002

@@ -36,6 +36,9 @@ def handle_message(message, context):
         time.sleep(float(message.content.split()[1]))
     if message.content.startswith("pass"):
         return None
+    if message.content.startswith("push"):
+        context.api.send_text(message.from_user, "pushed " + message.content)
+        return None
     return f"got {message.content}"
 '''
 
@@ -105,7 +108,7 @@ def fake():
 
 @pytest.fixture
 def host(tmp_path, fake):
-    running = Host(tmp_path, fake, reply_deadline="1")
+    running = Host(tmp_path, fake, reply_deadline="1", job_lease="4")
     yield running
     running.stop()
 
@@ -160,5 +163,23 @@ def test_deferred_job_survives_sigkill_of_its_worker(host, fake) -> None:
     assert sent[0]["touser"] == "survivor" and sent[0]["text"]["content"] == "got sleep 3 then answer"
     runs = host.run_lines()
     assert len(runs) == 2 and int(runs[1].split()[0]) != pid  # run again by a live worker
-    time.sleep(6)  # the next guard finds the job done: delivered once
+    time.sleep(5)  # the next guard (job_lease = 4 s) finds the job done: delivered once
     assert len(fake.sent) == 1
+
+
+def test_token_shared_by_all_workers_after_it_expires(host, fake) -> None:
+    assert host.wecom.text("push warm-up").status == 200
+    fake.wait_for_sent(1, timeout=10)
+    calls_before = fake.gettoken_calls
+    fake.expire_tokens()
+    users = [f"u{i}" for i in range(200)]
+    prepared = [host.wecom.signed_request(message_xml("text", content="push " + u, from_user=u)) for u in users]
+    session = requests.Session()
+    session.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=50))
+    with ThreadPoolExecutor(50) as pool:
+        statuses = list(pool.map(lambda r: session.post(host.url + "/callback" + r[0], data=r[1], timeout=30).status_code, prepared))
+    assert statuses == [200] * 200
+    fake.wait_for_sent(201, timeout=30)
+    time.sleep(0.5)  # anything sent twice would show up by now
+    assert sorted(m["touser"] for m in fake.sent[1:]) == sorted(users), f"{len(host.run_lines())} plugin runs"
+    assert 1 <= fake.gettoken_calls - calls_before <= 3  # one refresh (a few at most) for 4 workers

@@ -130,11 +130,12 @@ class Bot:
         """The plaintext passive answer for ``reply`` (``None`` when there is none).
 
         Replies that a passive answer cannot carry (text over 2048 bytes,
-        markdown) are pushed through ``message/send`` instead, never cut.
+        markdown) or that WeCom would not show (answers to events such as
+        pic_sysphoto) are pushed through ``message/send`` instead, never lost.
         """
         if reply is None:
             return None
-        if not reply.fits_passive:
+        if not reply.fits_passive or not message.accepts_passive_reply:
             self.delivery.push_later(self, reply, message)
             return None
         return reply.to_xml(to_user=message.from_user, from_user=message.to_user, create_time=int(time.time()))

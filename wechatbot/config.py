@@ -21,7 +21,7 @@ APP_KEYS = {
 }
 HOST_KEYS = {
     "callback_path", "plugins", "disabled", "plugins_dir", "store", "max_body",
-    "reply_deadline", "replay_window", "queue", "deferred_workers", "deferred_queue",
+    "reply_deadline", "replay_window", "queue", "deferred_workers", "deferred_queue", "job_lease",
 }
 REQUIRED_APP_KEYS = ("corp_id", "token", "encoding_aes_key")
 
@@ -71,6 +71,7 @@ class Config:
     queue: str | None = None
     deferred_workers: int = 16
     deferred_queue: int = 1000
+    job_lease: float = 10.0
     plugin_settings: dict[str, dict[str, str]] = field(default_factory=dict)
     source: str | None = None
 
@@ -228,6 +229,7 @@ def config_from_sections(
         queue=host.get("queue", "").strip() or None,
         deferred_workers=int(_number("wechatbot", "deferred_workers", host.get("deferred_workers", "16"), int)),
         deferred_queue=int(_number("wechatbot", "deferred_queue", host.get("deferred_queue", "1000"), int)),
+        job_lease=float(_number("wechatbot", "job_lease", host.get("job_lease", "10"), float)),
         plugin_settings={s.partition(":")[2]: dict(v) for s, v in merged.items() if s.startswith("plugin:")},
         source=source,
     )

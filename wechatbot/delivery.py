@@ -55,7 +55,8 @@ class Delivery:
         self.dedup = Dedup(store)
         self.deadline = config.reply_deadline
         self.pool = BoundedPool(config.deferred_workers, config.deferred_queue)
-        self.jobs = Jobs(store, queue_for(config.store, config.queue), self.run_job, workers=max(1, config.deferred_workers // 4))
+        self.jobs = Jobs(store, queue_for(config.store, config.queue), self.run_job,
+                         lease=config.job_lease, workers=max(1, config.deferred_workers // 4))
         self.stats: Counter[str] = Counter()
 
     def start(self) -> None:

@@ -64,7 +64,7 @@ Runner = Callable[[dict], None]
 class Jobs:
     """Durable deferred jobs: records in the store, work on huey."""
 
-    def __init__(self, store: Store, huey: Huey, runner: Runner, lease: float = 5.0, workers: int = 2) -> None:
+    def __init__(self, store: Store, huey: Huey, runner: Runner, lease: float = 10.0, workers: int = 2) -> None:
         self.store = store
         self.huey = huey
         self.runner = runner
@@ -168,7 +168,7 @@ class Jobs:
             self.store.delete(f"lease:{key}")
 
     def _heartbeat(self) -> None:
-        while not self._stop.wait(self.lease / 3):
+        while not self._stop.wait(self.lease / 5):
             with self._held_lock:
                 keys = list(self.held)
             for key in keys:
