@@ -77,6 +77,12 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="runs of each measurement, the best kept (default 3)")
     parser.add_argument("--top", type=int, default=25, help="functions shown from the profile (default 25)")
     args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="wechatbot-profile-") as tmp:
+        profile(args, Path(tmp))
+
+
+def profile(args: argparse.Namespace, tmp: Path) -> None:
+    """Measure and print everything, with the app's files under ``tmp``."""
     n, repeat = args.requests, args.repeat
 
     from bare_app import app as bare
@@ -86,7 +92,6 @@ def main() -> None:
     from wechatbot.messages import parse_message
     from wechatbot.replies import TextReply
 
-    tmp = Path(tempfile.mkdtemp(prefix="wechatbot-profile-"))
     creds = Credentials.generate()
     app = create_app(write_config(tmp / "bench.ini", creds, tmp / "bench.db"))
     host = app.extensions["wechatbot"]
