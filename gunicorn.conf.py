@@ -8,9 +8,9 @@ import os
 wsgi_app = "wsgi:app"
 bind = os.environ.get("WECHATBOT_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("WECHATBOT_WORKERS", "2"))
-# Threads let one worker answer WeCom while another callback's plugin is still busy.
+# A request thread waits up to reply_deadline for the plugins: have plenty of them.
 worker_class = "gthread"
-threads = int(os.environ.get("WECHATBOT_THREADS", "8"))
+threads = int(os.environ.get("WECHATBOT_THREADS", "32"))
 timeout = 30
 graceful_timeout = 10
 # Behind a reverse proxy on the same machine: trust its X-Forwarded-* headers.
