@@ -241,3 +241,36 @@ def test_late_card_update_goes_to_the_update_api_with_the_events_response_code(f
     update = fake_wecom_api.card_updates[0]
     assert update["response_code"] == "RC-1" and update["userids"] == ["boss"]
     assert update["button"] == {"replace_name": "已同意"} and update["agentid"] == 1000002
+
+
+class Where:
+    """Answers with the name of the thread it ran on; declares itself inline when asked."""
+
+    def __init__(self, inline: bool, answer: bool = True, sleep: float = 0) -> None:
+        self.wechatbot_inline = inline
+        self.answer = answer
+        self.sleep = sleep
+        self.threads: list[str] = []
+
+    @hookimpl
+    def handle_message(self, message):
+        self.threads.append(threading.current_thread().name)
+        time.sleep(self.sleep)
+        return f"on {threading.current_thread().name}" if self.answer else None
+
+
+def test_inline_plugins_run_on_the_request_thread_the_rest_in_the_pool(fake_wecom_api) -> None:
+    fast, slow = Where(inline=True, answer=False), Where(inline=False)
+    sections = app_sections(api_base=fake_wecom_api.url, wechatbot={"store": "memory://", "plugins": "fast, slow"})
+    app = make_app(sections, {"fast": fast, "slow": slow})
+    reply = simulated_wecom(app).text("x")
+    assert not fast.threads[0].startswith("wechatbot-plugin")
+    assert slow.threads[0].startswith("wechatbot-plugin") and reply.content == f"on {slow.threads[0]}"
+
+
+def test_inline_plugin_that_overruns_the_deadline_has_its_reply_pushed(fake_wecom_api) -> None:
+    stuck = Where(inline=True, sleep=0.5)
+    _, sim = build(fake_wecom_api, stuck, reply_deadline="0.2")
+    assert sim.text("x", from_user="patient").body == ""
+    sent = fake_wecom_api.wait_for_sent(1, timeout=5)
+    assert sent[0]["touser"] == "patient" and sent[0]["text"]["content"].startswith("on ")

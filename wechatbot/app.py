@@ -89,29 +89,30 @@ def create_app(config: Config | str | os.PathLike[str] | None = None, *, plugins
 
 
 def _callback_view(bot: Bot) -> Any:
+    max_body = bot.config.max_body
+
     def callback() -> Response:
-        missing = [k for k in QUERY_KEYS + (("echostr",) if request.method == "GET" else ()) if not request.args.get(k)]
-        if missing:
-            return _refuse(400, f"missing query parameter(s): {', '.join(missing)}")
-        sig, ts, nonce = (request.args[k] for k in QUERY_KEYS)
+        args, method = request.args, request.method
+        sig, ts, nonce = args.get("msg_signature"), args.get("timestamp"), args.get("nonce")
+        echostr = args.get("echostr") if method == "GET" else "-"
+        if not (sig and ts and nonce and echostr):
+            needed = QUERY_KEYS + (("echostr",) if method == "GET" else ())
+            return _refuse(400, f"missing query parameter(s): {', '.join(k for k in needed if not args.get(k))}")
         try:
-            if request.method == "GET":
+            if method == "GET":
                 # WeCom percent-encodes '+' in echostr; a proxy that decodes it as a form turns it into a space.
-                echostr = request.args["echostr"].replace(" ", "+")
-                return Response(bot.verify_url(sig, ts, nonce, echostr), mimetype="text/plain")
+                return Response(bot.verify_url(sig, ts, nonce, echostr.replace(" ", "+")), mimetype="text/plain")
             content_length = request.content_length
-            if content_length is not None and content_length > bot.config.max_body:
-                return _refuse(413, f"request body over {bot.config.max_body} bytes")
+            if content_length is not None and content_length > max_body:
+                return _refuse(413, f"request body over {max_body} bytes")
             answer = bot.handle_callback(request.get_data(cache=False), sig, ts, nonce)
         except (SignatureError, ReplayError) as exc:
             return _refuse(403, str(exc))
         except (WeComCryptoError, MessageParseError) as exc:
             return _refuse(400, str(exc))
-        if answer.message is not None:
-            log.info(
-                "[%s] %s from %s answered by %s",
-                bot.app.section, _describe(answer.message), answer.message.from_user, answer.plugin or "no plugin",
-            )
+        if log.isEnabledFor(logging.DEBUG):
+            message = answer.message
+            log.debug("[%s] %s from %s answered by %s", bot.app.section, _describe(message), message.from_user, answer.plugin or "no plugin")
         return Response(answer.body, mimetype=answer.mimetype)
 
     return callback

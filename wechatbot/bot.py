@@ -17,9 +17,9 @@ import pluggy
 from .config import AppConfig, Config
 from .context import PluginContext
 from .crypto import SignatureError, WeComCrypto, envelope_format
-from .dispatch import first_reply, notify_all
+from .dispatch import first_reply, hook_for, notify_all
 from .messages import Message, parse_message
-from .plugins import LoadedPlugin
+from .plugins import LoadedPlugin, call_order, inline_prefix
 from .replies import Reply, TextReply
 from .store import Store
 
@@ -65,6 +65,8 @@ class Bot:
             p.name: PluginContext(p.name, app, config.plugin_config(p.name), store, lambda: self.api, self._defer, self.notify)
             for p in plugins
         }
+        # Per hook: the leading plugins that may run on the request thread, then the rest.
+        self.chains = {hook: inline_prefix(call_order(pm, hook), plugins) for hook in ("handle_message", "handle_event")}
         self.delivery: Delivery  # set by the host, which shares one among its apps
 
     @cached_property
@@ -121,10 +123,20 @@ class Bot:
         fmt = envelope_format(body)
         return Answer(self.crypto.encrypt_reply(xml, nonce, fmt=fmt) if xml else "", message, plugin, fmt)
 
-    def ask_plugins(self, message: Message) -> tuple[str | None, Reply | None]:
-        """Run the plugins for ``message``: ``(plugin, reply)`` or ``(None, None)``."""
-        found = first_reply(self.pm, message, self.context_for)
+    def ask_plugins(self, message: Message, part: str = "all") -> tuple[str | None, Reply | None]:
+        """Run the plugins for ``message``: ``(plugin, reply)`` or ``(None, None)``.
+
+        ``part`` is ``"inline"`` for the leading plugins that declared
+        ``wechatbot_inline = True``, ``"rest"`` for the others, or ``"all"``.
+        """
+        inline, rest = self.chains[hook_for(message)]
+        chain = {"inline": inline, "rest": rest, "all": inline + rest}[part]
+        found = first_reply(self.pm, message, self.context_for, chain) if chain else None
         return found if found else (None, None)
+
+    def has_slow_plugins(self, message: Message) -> bool:
+        """Whether some plugin for ``message`` must run off the request thread."""
+        return bool(self.chains[hook_for(message)][1])
 
     def passive_xml(self, reply: Reply | None, message: Message) -> str | None:
         """The plaintext passive answer for ``reply`` (``None`` when there is none).

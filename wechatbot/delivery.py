@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import logging
 import threading
+import time
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -71,7 +72,25 @@ class Delivery:
             self.stats["retries"] += 1
             log.info("[%s] retry of %s: plugins not run again", bot.app.section, key)
             return self.dedup.wait_for_answer(key, self.deadline), "(retry)"
-        future = self.pool.submit(bot.ask_plugins, message)
+        started = time.monotonic()
+        plugin, reply = bot.ask_plugins(message, "inline")
+        if reply is None and bot.has_slow_plugins(message):
+            return self._answer_from_pool(bot, message, plaintext, key, self.deadline - (time.monotonic() - started))
+        if time.monotonic() - started > self.deadline:
+            # An inline plugin overran: WeCom has stopped waiting, so push instead.
+            self.stats["late"] += 1
+            log.warning("[%s] inline plugin %s overran reply_deadline; its reply is pushed", bot.app.section, plugin)
+            self.dedup.deferred(key)
+            if reply is not None:
+                self.push_later(bot, reply, message)
+            return None, None
+        xml = bot.passive_xml(reply, message)
+        self.dedup.answered(key, xml)
+        return xml, plugin
+
+    def _answer_from_pool(self, bot: Bot, message: Message, plaintext: str, key: str, wait: float) -> tuple[str | None, str | None]:
+        """Run the plugins that may block in the pool; wait for them at most ``wait`` seconds."""
+        future = self.pool.submit(bot.ask_plugins, message, "rest")
         if future is None:
             self.stats["overflow"] += 1
             log.warning("[%s] plugin pool full: %s from %s answered empty and queued", bot.app.section, message.type, message.from_user)
@@ -79,7 +98,7 @@ class Delivery:
             self.dedup.deferred(key)
             return None, None
         try:
-            plugin, reply = future.result(timeout=self.deadline)
+            plugin, reply = future.result(timeout=max(0.0, wait))
         except FutureTimeout:
             self.stats["deferred"] += 1
             log.info("[%s] plugins still busy after %.1f s: reply for %s will be pushed", bot.app.section, self.deadline, message.from_user)
@@ -141,7 +160,7 @@ class Delivery:
                 func = getattr(func, part)
             reply = as_reply(func(message, bot.context_for(record["plugin"]), *record.get("args", [])))
         else:
-            _, reply = bot.ask_plugins(message)
+            _, reply = bot.ask_plugins(message, "rest")
         if reply is not None:
             self.push(bot, reply, message)
 

@@ -26,16 +26,22 @@ def _call(impl: Any, kwargs: Mapping[str, Any]) -> Any:
     return impl.function(*[kwargs[name] for name in impl.argnames])
 
 
-def first_reply(pm: pluggy.PluginManager, message: Any, context_for: ContextFor) -> tuple[str, Reply] | None:
+def hook_for(message: Any) -> str:
+    """The hook that answers ``message``: ``handle_event`` or ``handle_message``."""
+    return "handle_event" if message.is_event else "handle_message"
+
+
+def first_reply(pm: pluggy.PluginManager, message: Any, context_for: ContextFor, chain: list[Any] | None = None) -> tuple[str, Reply] | None:
     """Ask the plugins in order; return ``(plugin name, reply)`` of the first that answers.
 
-    A plugin that raises is logged with its traceback, reported through the
-    ``plugin_error`` hook and skipped. A plugin that raises ``ReplyError``
-    answers with that error's text.
+    ``chain`` is the implementations to ask (default: all of the hook's, in
+    call order). A plugin that raises is logged with its traceback, reported
+    through the ``plugin_error`` hook and skipped. A plugin that raises
+    ``ReplyError`` answers with that error's text.
     """
-    hook_name = "handle_event" if message.is_event else "handle_message"
+    hook_name = hook_for(message)
     arg = "event" if message.is_event else "message"
-    for impl in call_order(pm, hook_name):
+    for impl in call_order(pm, hook_name) if chain is None else chain:
         name = impl.plugin_name
         context = context_for(name)
         started = time.perf_counter()

@@ -148,3 +148,17 @@ def plugin_manager(plugins: list[LoadedPlugin]) -> pluggy.PluginManager:
 def call_order(pm: pluggy.PluginManager, hook_name: str) -> list[Any]:
     """The implementations of a hook in the order pluggy would call them."""
     return [impl for impl in reversed(getattr(pm.hook, hook_name).get_hookimpls()) if not impl.hookwrapper and not impl.wrapper]
+
+
+def inline_prefix(chain: list[Any], plugins: list[LoadedPlugin]) -> tuple[list[Any], list[Any]]:
+    """Split a call chain into its leading inline-safe implementations and the rest.
+
+    A plugin declares itself inline-safe with ``wechatbot_inline = True`` (its
+    hooks never block: no network, disk or sleep); the host then calls it on
+    the request thread instead of handing the callback to a worker thread.
+    """
+    inline = {p.name for p in plugins if getattr(p.plugin, "wechatbot_inline", False) is True}
+    split = 0
+    while split < len(chain) and chain[split].plugin_name in inline:
+        split += 1
+    return chain[:split], chain[split:]

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from wechatbot import PluginContext, TextMessage, hookimpl
 
+# Echoing never blocks: the host may call it on the request thread.
+wechatbot_inline = True
+
 
 @hookimpl(trylast=True)
 def handle_message(message: object, context: PluginContext) -> str | None:

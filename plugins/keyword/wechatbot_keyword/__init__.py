@@ -56,6 +56,9 @@ from .loading import load_rulebook
 from .problems import KeywordConfigError
 from .rules import Rule, Rulebook
 
+# Matching rules (or queueing a download) never blocks: run on the request thread.
+wechatbot_inline = True
+
 __all__ = ["KeywordConfigError", "startup", "handle_message", "handle_event"]
 
 # One rulebook per PluginContext (each app has its own), keyed by the context's

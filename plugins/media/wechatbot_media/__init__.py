@@ -34,6 +34,9 @@ from wechatbot.messages import MediaMessage, Message
 from . import storage
 from .settings import KINDS, Settings, check_folder, configured, parse
 
+# Matching rules (or queueing a download) never blocks: run on the request thread.
+wechatbot_inline = True
+
 __all__ = ["fetch", "handle_message", "media_saved", "startup"]
 
 
