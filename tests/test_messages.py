@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from wechatbot.messages import (
+    parse_xml,
     BatchJobResultEvent,
     ChangeContactEvent,
     ClickEvent,
@@ -485,3 +486,19 @@ def test_bytes_input_is_read_as_utf8():
     assert m.content == "你好"
     with pytest.raises(MessageParseError):
         parse_message(b"<xml><MsgType>text</MsgType><Content>\xff</Content></xml>")
+
+
+@pytest.mark.parametrize("xml", [
+    "<xml><A>1</A><B><![CDATA[ two \n lines ]]></B><C/></xml>",
+    "<xml>\n  <Items>\n    <item><Id>1</Id></item>\n    <item><Id>2</Id></item>\n  </Items>\n</xml>",
+    '<xml><Tag kind="x">text</Tag><Tag>again</Tag><Deep><Er><Est>3</Est></Er></Deep></xml>',
+    "<xml><Mixed>before<Child>c</Child></Mixed><Space>   </Space></xml>",
+])
+def test_parse_xml_matches_xmltodict(xml: str) -> None:
+    import xmltodict
+
+    def drop_layout(_path, key, value):
+        return None if key == "#text" and not value.strip() else (key, value)
+
+    expected = xmltodict.parse(xml, strip_whitespace=False, postprocessor=drop_layout)["xml"]
+    assert parse_xml(xml) == expected

@@ -14,16 +14,14 @@ from typing import Any, Mapping
 from flask import Flask, Response, request
 
 from .bot import Bot, ReplayError
+from .callback import QUERY_KEYS, CallbackEndpoint, refuse
 from .config import Config, load_config
 from .crypto import SignatureError, WeComCryptoError
 from .delivery import Delivery
-from .messages import MessageParseError
 from .plugins import LoadedPlugin, installed_plugins, load, plugin_manager, select
 from .store import open_store
 
 log = logging.getLogger("wechatbot")
-
-QUERY_KEYS = ("msg_signature", "timestamp", "nonce")
 
 
 class Host:
@@ -69,7 +67,9 @@ def create_app(config: Config | str | os.PathLike[str] | None = None, *, plugins
     app.extensions["wechatbot"] = host
 
     for bot in host.bots.values():
-        app.add_url_rule(bot.app.path, f"callback_{bot.app.name or 'default'}", _callback_view(bot), methods=["GET", "POST"])
+        app.add_url_rule(bot.app.path, f"verify_{bot.app.name or 'default'}", _verification_view(bot), methods=["GET"])
+    # POSTed callbacks, the hot path, are answered before Flask sees them.
+    app.wsgi_app = CallbackEndpoint(app.wsgi_app, host.bots.values(), config.max_body)  # type: ignore[method-assign]
 
     @app.get("/healthz")
     def healthz() -> Response:
@@ -88,40 +88,24 @@ def create_app(config: Config | str | os.PathLike[str] | None = None, *, plugins
     return app
 
 
-def _callback_view(bot: Bot) -> Any:
-    max_body = bot.config.max_body
-
-    def callback() -> Response:
-        args, method = request.args, request.method
-        sig, ts, nonce = args.get("msg_signature"), args.get("timestamp"), args.get("nonce")
-        echostr = args.get("echostr") if method == "GET" else "-"
+def _verification_view(bot: Bot) -> Any:
+    def verify() -> Response:
+        args = request.args
+        sig, ts, nonce, echostr = (args.get(k) for k in QUERY_KEYS + ("echostr",))
         if not (sig and ts and nonce and echostr):
-            needed = QUERY_KEYS + (("echostr",) if method == "GET" else ())
-            return _refuse(400, f"missing query parameter(s): {', '.join(k for k in needed if not args.get(k))}")
+            missing = ", ".join(k for k in QUERY_KEYS + ("echostr",) if not args.get(k))
+            return _answer(refuse(request.environ, "400 BAD REQUEST", f"missing query parameter(s): {missing}"))
         try:
-            if method == "GET":
-                # WeCom percent-encodes '+' in echostr; a proxy that decodes it as a form turns it into a space.
-                return Response(bot.verify_url(sig, ts, nonce, echostr.replace(" ", "+")), mimetype="text/plain")
-            content_length = request.content_length
-            if content_length is not None and content_length > max_body:
-                return _refuse(413, f"request body over {max_body} bytes")
-            answer = bot.handle_callback(request.get_data(cache=False), sig, ts, nonce)
+            # WeCom percent-encodes '+' in echostr; a proxy that decodes it as a form turns it into a space.
+            return Response(bot.verify_url(sig, ts, nonce, echostr.replace(" ", "+")), mimetype="text/plain")
         except (SignatureError, ReplayError) as exc:
-            return _refuse(403, str(exc))
-        except (WeComCryptoError, MessageParseError) as exc:
-            return _refuse(400, str(exc))
-        if log.isEnabledFor(logging.DEBUG):
-            message = answer.message
-            log.debug("[%s] %s from %s answered by %s", bot.app.section, _describe(message), message.from_user, answer.plugin or "no plugin")
-        return Response(answer.body, mimetype=answer.mimetype)
+            return _answer(refuse(request.environ, "403 FORBIDDEN", str(exc)))
+        except WeComCryptoError as exc:
+            return _answer(refuse(request.environ, "400 BAD REQUEST", str(exc)))
 
-    return callback
+    return verify
 
 
-def _describe(message: Any) -> str:
-    return f"event {message.event}" if message.is_event else f"{message.type} message"
-
-
-def _refuse(status: int, reason: str) -> Response:
-    log.warning("refused %s %s from %s: %d %s", request.method, request.path, request.remote_addr, status, reason)
-    return Response(reason + "\n", status=status, mimetype="text/plain")
+def _answer(answer: tuple[str, str, str]) -> Response:
+    status, body, mimetype = answer
+    return Response(body, status=status, mimetype=mimetype)

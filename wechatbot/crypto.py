@@ -346,7 +346,7 @@ class WeComCrypto:
     empty string for the AI bot and group robots.
     """
 
-    __slots__ = ("_token", "_key", "_iv", "receive_id", "_receive_id_bytes")
+    __slots__ = ("_token", "_key", "_iv", "_ecb", "receive_id", "_receive_id_bytes")
 
     def __init__(self, token: str, encoding_aes_key: str, receive_id: str) -> None:
         if not isinstance(token, str):
@@ -356,6 +356,9 @@ class WeComCrypto:
         self._token = token
         self._key = _decode_aes_key(encoding_aes_key)
         self._iv = self._key[:16]
+        # ECB holds only the key schedule, so one object serves every thread;
+        # decrypt() builds CBC from it instead of making a cipher per call.
+        self._ecb = AES.new(self._key, AES.MODE_ECB)
         self.receive_id = receive_id
         self._receive_id_bytes = receive_id.encode("utf-8")
 
@@ -429,7 +432,10 @@ class WeComCrypto:
                 f"the ciphertext is {len(raw)} bytes; WeCom ciphertext is a non-zero multiple "
                 "of 32 bytes (truncated, or not from WeCom?)"
             )
-        plain = AES.new(self._key, AES.MODE_CBC, iv=self._iv).decrypt(raw)
+        # CBC: each decrypted block XOR the ciphertext block before it (the IV first).
+        blocks = self._ecb.decrypt(raw)
+        chain = self._iv + raw[:-16]
+        plain = (int.from_bytes(blocks, "big") ^ int.from_bytes(chain, "big")).to_bytes(len(raw), "big")
 
         n = plain[-1]
         if not 1 <= n <= _BLOCK or plain[-n:] != bytes((n,)) * n:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import threading
 import time
 from collections import Counter
@@ -29,6 +30,9 @@ if TYPE_CHECKING:
     from .store import Store
 
 log = logging.getLogger("wechatbot.delivery")
+
+# Held only while starting a process's background threads.
+_START_LOCK = threading.Lock()
 
 
 class BoundedPool:
@@ -59,14 +63,20 @@ class Delivery:
         self.jobs = Jobs(store, queue_for(config.store, config.queue), self.run_job,
                          lease=config.job_lease, workers=max(1, config.deferred_workers // 4))
         self.stats: Counter[str] = Counter()
+        self._pid: int | None = None
 
     def start(self) -> None:
-        """Start this process's job consumer (call again after a fork: it is idempotent)."""
-        self.jobs.start()
+        """Start this process's job consumer and dedup writer (again after a fork)."""
+        with _START_LOCK:
+            if self._pid != os.getpid():
+                self.jobs.start()
+                self.dedup.start()
+                self._pid = os.getpid()
 
     def answer(self, bot: Bot, message: Message, plaintext: str) -> tuple[str | None, str | None]:
         """The plaintext reply XML for a callback (``None``: answer empty) and who answered."""
-        self.jobs.start()  # no-op unless this process was forked after create_app
+        if self._pid != os.getpid():  # forked after create_app (gunicorn --preload)
+            self.start()
         key = callback_key(bot.app.name, message, plaintext)
         if not self.dedup.claim(key):
             self.stats["retries"] += 1

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 from xml.parsers import expat
 
-import xmltodict
 
 __all__ = [
     "MessageParseError",
@@ -80,26 +79,64 @@ def _refuse_doctype(*_args: object) -> None:
     raise MessageParseError("a DOCTYPE is not allowed in a WeCom message")
 
 
-class _GuardedExpat:
-    """The ``expat`` module as xmltodict sees it, with DOCTYPEs refused.
+def _push(item: dict | None, key: str, value: Any) -> dict:
+    """Add a child to an element's dict; a repeated name becomes a list."""
+    if item is None:
+        item = {}
+    if key in item:
+        existing = item[key]
+        if isinstance(existing, list):
+            existing.append(value)
+        else:
+            item[key] = [existing, value]
+    else:
+        item[key] = value
+    return item
 
-    The prolog check in :func:`parse_xml` catches the plain cases cheaply;
-    this handler is the parser-level guarantee for everything else.
+
+def _xml_to_dict(xml: str) -> Any:
+    """XML to nested dicts the way xmltodict does it, in one expat pass.
+
+    An element with children becomes a dict, a repeated child a list, text a
+    str (kept exactly, whitespace included), an empty element None,
+    attributes ``@name`` keys and text beside children ``#text``. The
+    newlines between child elements are layout and are dropped. This runs on
+    every callback, so it is written out here rather than going through
+    xmltodict's general machinery (about three times slower).
     """
+    parser = expat.ParserCreate()
+    parser.buffer_text = True
+    parser.StartDoctypeDeclHandler = _refuse_doctype
+    stack: list[tuple[dict | None, list[str]]] = []
+    item: dict | None = None
+    data: list[str] = []
 
-    @staticmethod
-    def ParserCreate(*args: Any, **kwargs: Any) -> Any:  # noqa: N802 - mirrors expat
-        parser = expat.ParserCreate(*args, **kwargs)
-        parser.StartDoctypeDeclHandler = _refuse_doctype
-        return parser
+    def start(name: str, attrs: dict[str, str]) -> None:
+        nonlocal item, data
+        stack.append((item, data))
+        item = {"@" + key: value for key, value in attrs.items()} if attrs else None
+        data = []
 
+    def end(name: str) -> None:
+        nonlocal item, data
+        text = "".join(data) if data else None
+        element = item
+        item, data = stack.pop()
+        if element is not None:
+            if text and text.strip():
+                element["#text"] = text
+            item = _push(item, name, element)
+        else:
+            item = _push(item, name, text)
 
-def _drop_layout_whitespace(_path: Any, key: str, value: Any) -> tuple[str, Any] | None:
-    # With strip_whitespace=False xmltodict records the newlines between
-    # child elements as '#text'; they are layout, not content.
-    if key == "#text" and isinstance(value, str) and not value.strip():
-        return None
-    return key, value
+    def text(chunk: str) -> None:
+        data.append(chunk)
+
+    parser.StartElementHandler = start
+    parser.EndElementHandler = end
+    parser.CharacterDataHandler = text
+    parser.Parse(xml, True)
+    return item
 
 
 def parse_xml(xml: str | bytes) -> dict:
@@ -120,19 +157,11 @@ def parse_xml(xml: str | bytes) -> dict:
     if _DOCTYPE.search(prolog):
         raise MessageParseError("a DOCTYPE is not allowed in a WeCom message")
     try:
-        doc = xmltodict.parse(
-            xml,
-            expat=_GuardedExpat,
-            disable_entities=True,
-            strip_whitespace=False,
-            postprocessor=_drop_layout_whitespace,
-        )
+        doc = _xml_to_dict(xml)
     except MessageParseError:
         raise
     except expat.ExpatError as exc:
         raise MessageParseError(f"message is not well-formed XML: {exc}") from None
-    except ValueError as exc:  # xmltodict's refusal of entity declarations
-        raise MessageParseError(f"message XML refused: {exc}") from None
     if not isinstance(doc, dict) or "xml" not in doc:
         raise MessageParseError("message XML has no <xml> root element")
     body = doc["xml"]
@@ -142,7 +171,7 @@ def parse_xml(xml: str | bytes) -> dict:
 
 
 # ---------------------------------------------------------------------------
-# Field helpers: xmltodict gives strings, dicts (nested or with attributes),
+# Field helpers: parsing gives strings, dicts (nested or with attributes),
 # lists (repeated elements) or None (empty elements).
 
 
