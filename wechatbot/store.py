@@ -217,12 +217,15 @@ class MemoryStore(Store):
 class SQLiteStore(Store):
     """A store in one SQLite file, shared by the processes and threads of one machine.
 
-    WAL journal and ``synchronous=NORMAL`` keep each write cheap; each
-    operation is a single autocommit statement, so writers only wait for each
-    other (``busy_timeout``) and never deadlock. Every thread gets its own
-    connection, and a forked child (gunicorn workers) opens fresh ones instead
-    of sharing the parent's. Expiry is wall-clock time, which all processes on
-    the machine agree on.
+    Each operation is a single autocommit statement in a WAL journal, so
+    writers only wait for each other (``busy_timeout``) and never deadlock.
+    Writes are not fsynced (``synchronous=OFF``): a killed process loses
+    nothing (the data is in the OS already), a power cut may lose the last
+    seconds of dedup marks and cached tokens, which this store can afford.
+    Each process has one connection its threads take turns with, and a
+    forked child (gunicorn workers) opens its own instead of sharing the
+    parent's. Expiry is wall-clock time, which all processes on the machine
+    agree on.
     """
 
     _TABLE = "wechatbot_kv"
