@@ -93,3 +93,17 @@ def test_no_config_file_is_a_clear_error(tmp_path: Path) -> None:
 def test_secrets_stay_out_of_repr() -> None:
     app = config_from_sections(sections(), environ={"WECHATBOT_WECOM__SECRET": "s3cr3t"}).app()
     assert "s3cr3t" not in repr(app) and "tok" not in repr(app) and KEY not in repr(app)
+
+
+def test_example_config_starts_a_host_with_the_built_in_plugins() -> None:
+    from wechatbot.app import create_app
+    from wechatbot.testing import simulated_wecom
+
+    config = load_config(EXAMPLE, environ={"WECHATBOT_WECHATBOT__STORE": "memory://"})
+    app = create_app(config)
+    names = [p.name for p in app.extensions["wechatbot"].bots[""].plugins]
+    assert {"echo", "keyword", "media"} <= set(names)
+    wecom = simulated_wecom(app)
+    assert wecom.text("hello", from_user="zhangsan").content == "你好，zhangsan"
+    assert wecom.text("订单42").content == "订单 42 已收到"
+    assert wecom.text("anything else").content == "anything else"
