@@ -2,20 +2,18 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import click
 import pytest
-import requests
 from click.testing import CliRunner
 
 from wechatbot.cli import _register_plugin_commands, cli
 from wechatbot.config import load_config
 from wechatbot.crypto import WeComCrypto
+from wechatbot.testing import free_port, wait_until_serving
 
 
 def test_genkey_prints_a_usable_pair() -> None:
@@ -40,12 +38,6 @@ def test_init_writes_a_loadable_dev_config_once(tmp_path: Path, monkeypatch: pyt
     assert load_config("config.ini", environ={}).app().token == config.app().token
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def served(tmp_path: Path):
     runner = CliRunner()
@@ -59,12 +51,7 @@ def served(tmp_path: Path):
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path,
     )
     url = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            requests.get(url + "/healthz", timeout=1)
-            break
-        except requests.RequestException:
-            time.sleep(0.1)
+    wait_until_serving(url)
     yield config, url
     process.terminate()
     process.wait(10)

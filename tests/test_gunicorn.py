@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ import requests
 
 from wechatbot.fake_wecom import FakeWeComAPI
 from wechatbot.simulator import SimulatedWeCom, http_transport, message_xml
-from wechatbot.testing import app_sections
+from wechatbot.testing import app_sections, free_port, ini_text, wait_until_serving
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,12 +42,6 @@ def handle_message(message, context):
 '''
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class Host:
     """A gunicorn running wsgi:app on a temporary config."""
 
@@ -66,23 +59,16 @@ class Host:
         )
         fake.add_app(self.sections["wecom"]["corp_id"], self.sections["wecom"]["secret"])
         config = tmp / "config.ini"
-        config.write_text("".join(
-            f"[{name}]\n" + "".join(f"{k} = {v}\n" for k, v in values.items()) for name, values in self.sections.items()
-        ))
+        config.write_text(ini_text(self.sections))
         self.url = f"http://127.0.0.1:{free_port()}"
         env = {**os.environ, "WECHATBOT_CONFIG": str(config), "WECHATBOT_BIND": self.url[len("http://"):],
                "WECHATBOT_WORKERS": "4", "WECHATBOT_THREADS": "64", "WECHATBOT_ACCESS_LOG": "/dev/null"}
         self.log = open(tmp / "gunicorn.log", "w")
         self.process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"],
                                         cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    break
-            except requests.RequestException:
-                time.sleep(0.2)
-        else:
+        try:
+            wait_until_serving(self.url)
+        except TimeoutError:
             self.stop()
             pytest.fail("gunicorn did not start: " + (tmp / "gunicorn.log").read_text()[-3000:])
         wecom = self.sections["wecom"]

@@ -6,17 +6,14 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-import requests
 
 from wechatbot.simulator import SimulatedWeCom, http_transport
-from wechatbot.testing import app_sections
+from wechatbot.testing import app_sections, free_port, ini_text, wait_until_serving
 
 GUIDE = Path(__file__).resolve().parent.parent / "docs" / "writing-a-plugin.md"
 
@@ -44,7 +41,7 @@ def installed(tmp_path_factory) -> dict:
                     "--target", str(site), str(root / "wechatbot-weather")], check=True, timeout=300)
     env = {**os.environ, "PYTHONPATH": str(site)}
     sections = app_sections(wechatbot={"store": f"sqlite:///{root}/state.db"})
-    ini = "".join(f"[{n}]\n" + "".join(f"{k} = {v}\n" for k, v in vals.items()) for n, vals in sections.items() if n != "wechatbot")
+    ini = ini_text({name: values for name, values in sections.items() if name != "wechatbot"})
     ini += guide_ini_section().replace("[wechatbot]\n", f"[wechatbot]\nstore = sqlite:///{root}/state.db\n")
     (root / "config.ini").write_text(ini, encoding="utf-8")
     return {"root": root, "env": env, "config": root / "config.ini", "sections": sections}
@@ -77,19 +74,12 @@ def test_the_plugins_own_tests_pass_with_the_fixtures(installed) -> None:
 
 
 def test_it_answers_over_http(installed) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "wechatbot.cli", "serve", "--config", str(installed["config"]), "--port", str(port)],
                               env=installed["env"], cwd=installed["root"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         url = f"http://127.0.0.1:{port}"
-        for _ in range(100):
-            try:
-                requests.get(url + "/healthz", timeout=1)
-                break
-            except requests.RequestException:
-                time.sleep(0.1)
+        wait_until_serving(url)
         app = installed["sections"]["wecom"]
         wecom = SimulatedWeCom(http_transport(url + "/callback"), app["token"], app["encoding_aes_key"], app["corp_id"], path="")
         assert wecom.text("weather Shenzhen").content == "晴 28°C"

@@ -9,7 +9,7 @@ import pytest
 
 from wechatbot import hookimpl
 from wechatbot.plugins import PluginLoadError, installed_plugins, select
-from wechatbot.testing import app_sections, make_app, simulated_wecom
+from wechatbot.testing import app_sections, ini_text, make_app, simulated_wecom
 
 
 class Says:
@@ -139,7 +139,7 @@ def test_plugins_command_lists_versions_sources_order_and_hooks(tmp_path: Path) 
 
     sections = app_sections(wechatbot={"plugins": "echo", "store": "memory://"})
     ini = tmp_path / "c.ini"
-    ini.write_text("".join(f"[{s}]\n" + "".join(f"{k} = {v}\n" for k, v in vals.items()) for s, vals in sections.items()))
+    ini.write_text(ini_text(sections))
     result = CliRunner().invoke(cli, ["plugins", "--json", "--config", str(ini)])
     assert result.exit_code == 0, result.output
     rows = {row["name"]: row for row in json.loads(result.output)}

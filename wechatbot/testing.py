@@ -16,6 +16,8 @@ Fixtures, each meant to be overridden in your ``conftest.py``:
 from __future__ import annotations
 
 import secrets
+import socket
+import time
 from typing import Any, Iterator, Mapping
 
 import pytest
@@ -42,6 +44,14 @@ def app_sections(api_base: str | None = None, **overrides: Mapping[str, str]) ->
     for name, values in overrides.items():
         sections.setdefault(name, {}).update(values)
     return sections
+
+
+def ini_text(sections: Mapping[str, Mapping[str, str]]) -> str:
+    """INI-like sections as the text of a config file (for hosts in other processes)."""
+    return "".join(
+        f"[{name}]\n" + "".join(f"{key} = {value}\n" for key, value in values.items())
+        for name, values in sections.items()
+    )
 
 
 def make_app(sections: Mapping[str, Mapping[str, str]] | None = None, plugins: Mapping[str, Any] | None = None,
@@ -74,6 +84,29 @@ def simulated_wecom(app: Flask, name: str = "") -> SimulatedWeCom:
     """A simulated WeCom for the app's ``[wecom]`` (or ``[wecom:NAME]``) section."""
     bot = app.extensions["wechatbot"].bots[name]
     return SimulatedWeCom(flask_transport(app), bot.app.token, bot.app.encoding_aes_key, bot.app.receive_id, bot.app.path)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until_serving(url: str, timeout: float = 30.0) -> None:
+    """Wait until a host started in another process answers ``<url>/healthz``."""
+    import requests
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if requests.get(url.rstrip("/") + "/healthz", timeout=1).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"nothing answered {url}/healthz within {timeout:g} s")
+        time.sleep(0.1)
 
 
 @pytest.fixture
