@@ -20,7 +20,7 @@ from .crypto import SignatureError, WeComCrypto, envelope_format
 from .dispatch import first_reply, hook_for, notify_all
 from .messages import Message, parse_message
 from .plugins import LoadedPlugin, call_order, inline_prefix
-from .replies import Reply, TextReply
+from .replies import Reply
 from .store import Store
 
 if TYPE_CHECKING:
@@ -62,7 +62,10 @@ class Bot:
         self.store = store
         self.crypto = WeComCrypto(app.token, app.encoding_aes_key, app.receive_id)
         self.contexts = {
-            p.name: PluginContext(p.name, app, config.plugin_config(p.name), store, lambda: self.api, self._defer, self.notify)
+            p.name: PluginContext(
+                p.name, app, config.plugin_config(p.name), store,
+                api_factory=lambda: self.api, defer_hook=self._defer, notify_hook=self.notify,
+            )
             for p in plugins
         }
         # Per hook: the leading plugins that may run on the request thread, then the rest.
@@ -155,19 +158,3 @@ class Bot:
     def notify(self, hook: str, **kwargs: Any) -> list[tuple[str, Any]]:
         """Call every plugin's ``hook``, isolating failures."""
         return notify_all(self.pm, hook, self.context_for, **kwargs)
-
-
-def send_reply(api: WeComAPI, reply: Reply, message: Message) -> list[dict]:
-    """Push ``reply`` to the sender of ``message`` through the WeCom API.
-
-    Long texts go in parts; a template-card update goes to its own API with
-    the event's ResponseCode, for the user who clicked.
-    """
-    if isinstance(reply, TextReply):
-        return api.send_text(message.from_user, reply.content)
-    if hasattr(reply, "to_update_body"):
-        body = reply.to_update_body(str(message.raw.get("ResponseCode", "")), int(api.agent_id or 0), userids=[message.from_user])
-        return [api.update_template_card(body)]
-    body = reply.to_send_body()
-    msgtype = body.pop("msgtype")
-    return [api.send(msgtype, body[msgtype], touser=message.from_user)]

@@ -56,7 +56,8 @@ class PluginContext:
 
         Whatever it returns (a ``str`` or a ``Reply``) is pushed to the user who
         sent ``message`` through ``message/send``. ``func`` must be importable
-        (a module-level function) because the job is stored until it has run.
+        (a module-level function) and ``args`` plain JSON values, because the
+        job is stored until it has run and may run in another process.
         """
         if self.defer_hook is None:
             raise RuntimeError("this host was built without deferred delivery")

@@ -21,9 +21,10 @@ from typing import TYPE_CHECKING, Any, Callable
 from .dedup import Dedup, callback_key
 from .jobs import Jobs, queue_for
 from .messages import Message, parse_message
-from .replies import Reply, as_reply
+from .replies import Reply, TextReply, as_reply
 
 if TYPE_CHECKING:
+    from .api import WeComAPI
     from .bot import Bot
     from .config import Config
     from .context import PluginContext
@@ -136,8 +137,6 @@ class Delivery:
 
     def push(self, bot: Bot, reply: Reply, message: Message) -> None:
         """Send a reply through the WeCom API now."""
-        from .bot import send_reply
-
         send_reply(bot.api, reply, message)
         self.stats["pushed"] += 1
         log.info("[%s] pushed %s reply to %s", bot.app.section, reply.msg_type, message.from_user)
@@ -179,3 +178,19 @@ def _message_xml(message: Message) -> str:
     import xmltodict
 
     return xmltodict.unparse({"xml": message.raw}, full_document=False)
+
+
+def send_reply(api: WeComAPI, reply: Reply, message: Message) -> list[dict]:
+    """Push ``reply`` to the sender of ``message`` through the WeCom API.
+
+    Long texts go in parts; a template-card update goes to its own API with
+    the event's ResponseCode, for the user who clicked.
+    """
+    if isinstance(reply, TextReply):
+        return api.send_text(message.from_user, reply.content)
+    if hasattr(reply, "to_update_body"):
+        body = reply.to_update_body(str(message.raw.get("ResponseCode", "")), int(api.agent_id or 0), userids=[message.from_user])
+        return [api.update_template_card(body)]
+    body = reply.to_send_body()
+    msgtype = body.pop("msgtype")
+    return [api.send(msgtype, body[msgtype], touser=message.from_user)]
