@@ -145,3 +145,11 @@ def test_plugins_command_lists_versions_sources_order_and_hooks(tmp_path: Path) 
     rows = {row["name"]: row for row in json.loads(result.output)}
     assert rows["echo"]["enabled"] and rows["echo"]["order"] == {"wecom": 1}
     assert rows["echo"]["hooks"] == ["handle_message"] and rows["echo"]["version"] == "0.1.0"
+
+
+def test_an_app_with_an_empty_plugin_list_has_none() -> None:
+    sections = app_sections()
+    sections["wecom"]["plugins"] = ""
+    app = make_app(sections, {"a": Says("from a")})
+    assert app.extensions["wechatbot"].bots[""].plugins == []
+    assert not simulated_wecom(app).text("hi")

@@ -34,7 +34,7 @@ class Host:
         cache: dict[str, LoadedPlugin] = {}
         self.bots: dict[str, Bot] = {}
         for name, app in config.apps.items():
-            order = select(app.plugins or config.plugins, config.disabled, self.candidates)
+            order = select(config.plugins if app.plugins is None else app.plugins, config.disabled, self.candidates)
             plugins = load(self.candidates, order, cache)
             self.bots[name] = Bot(app, config, plugins, plugin_manager(plugins), self.store)
         self.loaded = cache
