@@ -28,3 +28,14 @@ def post_fork(server, worker):
     import sys
 
     sys.setswitchinterval(0.0005)
+
+
+def post_worker_init(worker):
+    """Leave the objects made at start-up (Flask, plugins, config) out of GC passes.
+
+    They live as long as the worker; without this every full collection walks
+    them all again, which costs more per request than the request's own work.
+    """
+    import gc
+
+    gc.freeze()
