@@ -137,10 +137,10 @@ def profile(args: argparse.Namespace, tmp: Path) -> None:
         ("verify signature (sha1)", best_us(
             lambda i: bot.crypto.verify_signature(stage_args[i][1], stage_args[i][2], stage_args[i][3], encrypted[i]), indexes), False),
         ("decrypt (AES-CBC)", best_us(bot.crypto.decrypt, [encrypted] * repeat), False),
-        ("parse message (xmltodict)", best_us(parse_message, [plaintexts] * repeat), False),
+        ("parse message (expat)", best_us(parse_message, [plaintexts] * repeat), False),
         ("delivery.answer", best_us(lambda mp: host.delivery.answer(bot, *mp), answer_inputs), False),
         ("store.add: dedup claim", best_us(lambda k: host.store.add(k, "running", 900), key_batches), True),
-        ("thread-pool hop (no work)", best_us(lambda _: hop.submit(int).result(timeout=5), indexes), True),
+        ("thread-pool hop (slow plugins only)", best_us(lambda _: hop.submit(int).result(timeout=5), indexes), True),
         ("dispatch to echo (pluggy)", best_us(lambda m: first_reply(bot.pm, m, bot.context_for), [messages] * repeat), True),
         ("reply to_xml", best_us(
             lambda i: replies[i].to_xml(to_user=messages[i].from_user, from_user=messages[i].to_user, create_time=0), indexes), True),
