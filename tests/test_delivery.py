@@ -274,3 +274,13 @@ def test_inline_plugin_that_overruns_the_deadline_has_its_reply_pushed(fake_weco
     assert sim.text("x", from_user="patient").body == ""
     sent = fake_wecom_api.wait_for_sent(1, timeout=5)
     assert sent[0]["touser"] == "patient" and sent[0]["text"]["content"].startswith("on ")
+
+
+def test_stats_count_what_the_worker_did(fake_wecom_api) -> None:
+    plugin = Slow(0)
+    app, sim = build(fake_wecom_api, plugin)
+    xml = message_xml("text", content="twice", msg_id="5")
+    sim.post_xml(xml)
+    sim.post_xml(xml)
+    stats = app.test_client().get("/stats").get_json()
+    assert stats["retries"] == 1 and stats["queued_jobs"] == 0 and stats["pid"] > 0

@@ -78,7 +78,8 @@ def create_app(config: Config | str | os.PathLike[str] | None = None, *, plugins
     @app.get("/stats")
     def stats() -> Response:
         """This worker process's counters: retries, deferred replies, overflow, pushes."""
-        return Response(json.dumps({"pid": os.getpid(), **host.delivery.stats}), mimetype="application/json")
+        counters = {"pid": os.getpid(), "queued_jobs": host.delivery.jobs.pending(), **host.delivery.stats}
+        return Response(json.dumps(counters), mimetype="application/json")
 
     @app.errorhandler(413)
     def too_large(_: Exception) -> Response:
