@@ -5,6 +5,8 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
+
 from wechatbot import hookimpl
 from wechatbot.jobs import Jobs, queue_for
 from wechatbot.simulator import event_xml, message_xml
@@ -284,3 +286,8 @@ def test_stats_count_what_the_worker_did(fake_wecom_api) -> None:
     sim.post_xml(xml)
     stats = app.test_client().get("/stats").get_json()
     assert stats["retries"] == 1 and stats["queued_jobs"] == 0 and stats["pid"] > 0
+
+
+def test_a_bad_queue_url_is_a_start_up_error_naming_the_key() -> None:
+    with pytest.raises(ValueError, match=r"\[wechatbot\] queue = 'kafka://x'"):
+        make_app(app_sections(wechatbot={"store": "memory://", "queue": "kafka://x"}))

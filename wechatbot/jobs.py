@@ -45,7 +45,12 @@ def queue_for(store_url: str, queue_url: str | None = None) -> Huey:
         return SqliteHuey(filename=path + "-queue.db", **common)
     if url.startswith(("redis://", "rediss://")):
         return RedisHuey(url=url, **common)
-    return MemoryHuey(**common)
+    if url.startswith("memory://"):
+        return MemoryHuey(**common)
+    raise ValueError(
+        f"[wechatbot] queue = {url!r}: use sqlite:///path.db, redis://host:port/db or memory:// "
+        "(or leave it empty to keep the queue beside the store)"
+    )
 
 
 class _EmbeddedConsumer(Consumer):
