@@ -26,6 +26,7 @@ from huey import MemoryHuey, RedisHuey, SqliteHuey
 from huey.api import Huey
 from huey.consumer import Consumer
 
+from .config import ConfigError
 from .store import Store
 
 log = logging.getLogger("wechatbot.jobs")
@@ -47,7 +48,7 @@ def queue_for(store_url: str, queue_url: str | None = None) -> Huey:
         return RedisHuey(url=url, **common)
     if url.startswith("memory://"):
         return MemoryHuey(**common)
-    raise ValueError(
+    raise ConfigError(
         f"[wechatbot] queue = {url!r}: use sqlite:///path.db, redis://host:port/db or memory:// "
         "(or leave it empty to keep the queue beside the store)"
     )
