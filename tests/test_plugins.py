@@ -147,6 +147,19 @@ def test_plugins_command_lists_versions_sources_order_and_hooks(tmp_path: Path) 
     assert rows["echo"]["hooks"] == ["handle_message"] and rows["echo"]["version"] == "0.1.0"
 
 
+def test_plugins_command_shows_the_real_call_order(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from wechatbot.cli import cli
+
+    ini = tmp_path / "c.ini"
+    ini.write_text(ini_text(app_sections(wechatbot={"plugins": "echo, keyword", "store": "memory://"})))
+    result = CliRunner().invoke(cli, ["plugins", "--config", str(ini)])
+    assert result.exit_code == 0, result.output
+    assert "[wecom] handle_message: keyword → echo" in result.output  # echo is trylast
+    assert "enabled: [wecom] #1" in result.output
+
+
 def test_an_app_with_an_empty_plugin_list_has_none() -> None:
     sections = app_sections()
     sections["wecom"]["plugins"] = ""

@@ -80,8 +80,13 @@ def serve(config_path: str | None, host: str, port: int, debug: bool) -> None:
 def plugins_command(config_path: str | None, as_json: bool) -> None:
     """List installed plugins: version, source, hooks, and the order each app calls them in."""
     from .app import Host
+    from .plugins import call_order
 
     host = Host(_load(config_path))
+    # Per app and hook, the order plugins are really asked in (tryfirst/trylast included).
+    chains = {bot.app.section: {hook: [impl.plugin_name for impl in call_order(bot.pm, hook)]
+                                for hook in ("handle_message", "handle_event")}
+              for bot in host.bots.values()}
     rows = []
     for name, candidate in sorted(host.candidates.items()):
         loaded = host.loaded.get(name)
@@ -100,6 +105,9 @@ def plugins_command(config_path: str | None, as_json: bool) -> None:
         click.echo(f"{row['name']} {row['version'] or ''}\n  source: {row['source']}\n  enabled: {state}")
         if row["hooks"]:
             click.echo(f"  hooks: {', '.join(row['hooks'])}")
+    for section, hooks in chains.items():
+        for hook, names in hooks.items():
+            click.echo(f"[{section}] {hook}: {' → '.join(names) or '(none)'}")
 
 
 @cli.command()
