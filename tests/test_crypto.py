@@ -1,8 +1,9 @@
 """Tests for wechatbot.crypto: vectors, round trips, envelopes, errors, interop.
 
 Interop runs against two other implementations: a minimal one written here on
-the `cryptography` package, and the official WXBizMsgCrypt3.py, extracted at
-test time from the shared seeds (skipped when they are absent).
+pycryptodome (wechatbot itself uses `cryptography`), and the official
+WXBizMsgCrypt3.py, extracted at test time from the shared seeds (skipped when
+they are absent).
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import padding
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from Crypto.Cipher import AES
+from Crypto.Util.Padding import pad, unpad
 
 from wechatbot.crypto import (
     AESKeyError,
@@ -64,7 +65,7 @@ def crypto() -> WeComCrypto:
     return WeComCrypto(TOKEN, KEY, CORP)
 
 
-# --- an independent implementation on `cryptography` -------------------------
+# --- an independent implementation on pycryptodome ----------------------------
 
 
 def ref_key(encoding_aes_key: str) -> bytes:
@@ -74,14 +75,12 @@ def ref_key(encoding_aes_key: str) -> bytes:
 def ref_seal(encoding_aes_key: str, padded: bytes) -> str:
     """AES-256-CBC over already padded bytes, IV = key[:16], base64 out."""
     key = ref_key(encoding_aes_key)
-    enc = Cipher(algorithms.AES(key), modes.CBC(key[:16])).encryptor()
-    return base64.b64encode(enc.update(padded) + enc.finalize()).decode()
+    return base64.b64encode(AES.new(key, AES.MODE_CBC, iv=key[:16]).encrypt(padded)).decode()
 
 
 def ref_open(encoding_aes_key: str, ciphertext: str) -> bytes:
     key = ref_key(encoding_aes_key)
-    dec = Cipher(algorithms.AES(key), modes.CBC(key[:16])).decryptor()
-    return dec.update(base64.b64decode(ciphertext)) + dec.finalize()
+    return AES.new(key, AES.MODE_CBC, iv=key[:16]).decrypt(base64.b64decode(ciphertext))
 
 
 def ref_frame(msg: bytes, receive_id: bytes, prefix: bytes = b"0123456789abcdef") -> bytes:
@@ -89,14 +88,12 @@ def ref_frame(msg: bytes, receive_id: bytes, prefix: bytes = b"0123456789abcdef"
 
 
 def ref_encrypt(encoding_aes_key: str, msg: str, receive_id: str, prefix: bytes = b"0123456789abcdef") -> str:
-    padder = padding.PKCS7(256).padder()
     framed = ref_frame(msg.encode(), receive_id.encode(), prefix)
-    return ref_seal(encoding_aes_key, padder.update(framed) + padder.finalize())
+    return ref_seal(encoding_aes_key, pad(framed, 32))
 
 
 def ref_decrypt(encoding_aes_key: str, ciphertext: str) -> tuple[bytes, str, str]:
-    unpadder = padding.PKCS7(256).unpadder()
-    plain = unpadder.update(ref_open(encoding_aes_key, ciphertext)) + unpadder.finalize()
+    plain = unpad(ref_open(encoding_aes_key, ciphertext), 32)
     (size,) = struct.unpack(">I", plain[16:20])
     return plain[:16], plain[20:20 + size].decode(), plain[20 + size:].decode()
 
@@ -190,7 +187,7 @@ def test_each_encryption_uses_a_fresh_prefix(crypto: WeComCrypto) -> None:
     assert ref_decrypt(KEY, a)[0] != ref_decrypt(KEY, b)[0]
 
 
-# --- interop with the `cryptography` implementation ---------------------------
+# --- interop with the pycryptodome implementation -----------------------------
 
 
 @pytest.mark.parametrize("text", TEXTS)

@@ -44,7 +44,7 @@ import time
 from xml.parsers import expat
 from xml.sax.saxutils import escape as _xml_escape
 
-from Crypto.Cipher import AES
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 __all__ = [
     "AESKeyError",
@@ -346,7 +346,7 @@ class WeComCrypto:
     empty string for the AI bot and group robots.
     """
 
-    __slots__ = ("_token", "_key", "_iv", "_ecb", "receive_id", "_receive_id_bytes")
+    __slots__ = ("_token", "_key", "_iv", "_aes", "receive_id", "_receive_id_bytes")
 
     def __init__(self, token: str, encoding_aes_key: str, receive_id: str) -> None:
         if not isinstance(token, str):
@@ -356,9 +356,7 @@ class WeComCrypto:
         self._token = token
         self._key = _decode_aes_key(encoding_aes_key)
         self._iv = self._key[:16]
-        # ECB holds only the key schedule, so one object serves every thread;
-        # decrypt() builds CBC from it instead of making a cipher per call.
-        self._ecb = AES.new(self._key, AES.MODE_ECB)
+        self._aes = algorithms.AES(self._key)
         self.receive_id = receive_id
         self._receive_id_bytes = receive_id.encode("utf-8")
 
@@ -404,8 +402,8 @@ class WeComCrypto:
         plain = b"".join((secrets.token_bytes(_PREFIX), _LEN.pack(len(msg)), msg, self._receive_id_bytes))
         n = _BLOCK - len(plain) % _BLOCK
         plain += bytes((n,)) * n
-        cipher = AES.new(self._key, AES.MODE_CBC, iv=self._iv)
-        return base64.b64encode(cipher.encrypt(plain)).decode("ascii")
+        encryptor = Cipher(self._aes, modes.CBC(self._iv)).encryptor()
+        return base64.b64encode(encryptor.update(plain) + encryptor.finalize()).decode("ascii")
 
     def decrypt(self, encrypted: str) -> str:
         """Decrypt WeCom ciphertext and return the message text.
@@ -432,10 +430,8 @@ class WeComCrypto:
                 f"the ciphertext is {len(raw)} bytes; WeCom ciphertext is a non-zero multiple "
                 "of 32 bytes (truncated, or not from WeCom?)"
             )
-        # CBC: each decrypted block XOR the ciphertext block before it (the IV first).
-        blocks = self._ecb.decrypt(raw)
-        chain = self._iv + raw[:-16]
-        plain = (int.from_bytes(blocks, "big") ^ int.from_bytes(chain, "big")).to_bytes(len(raw), "big")
+        decryptor = Cipher(self._aes, modes.CBC(self._iv)).decryptor()
+        plain = decryptor.update(raw) + decryptor.finalize()
 
         n = plain[-1]
         if not 1 <= n <= _BLOCK or plain[-n:] != bytes((n,)) * n:

@@ -100,11 +100,6 @@ class Store(ABC):
         callback dedup and :meth:`lock` safe.
         """
 
-    def set_many(self, items: dict[str, str], ttl: float | None = None) -> None:
-        """Set several keys with the same TTL, in as few round trips as the backend allows."""
-        for key, value in items.items():
-            self.set(key, value, ttl)
-
     @abstractmethod
     def delete(self, key: str) -> None:
         """Remove ``key``; removing an absent key is not an error."""
@@ -330,17 +325,6 @@ class SQLiteStore(Store):
             conn.execute(self._SQL_SET, (key, value, None if ttl is None else now + ttl))
             self._after_write(conn, now)
 
-    def set_many(self, items: dict[str, str], ttl: float | None = None) -> None:
-        _check_ttl(ttl)
-        now = time.time()
-        expires = None if ttl is None else now + ttl
-        conn, lock = self._conn()
-        with lock:
-            # One transaction for all: one WAL commit instead of one per key.
-            with _transaction(conn):
-                conn.executemany(self._SQL_SET, [(key, value, expires) for key, value in items.items()])
-            self._after_write(conn, now)
-
     def add(self, key: str, value: str, ttl: float | None = None) -> bool:
         _check_ttl(ttl)
         now = time.time()
@@ -370,18 +354,6 @@ class SQLiteStore(Store):
                 conn.close()
 
 
-@contextmanager
-def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    """BEGIN IMMEDIATE … COMMIT on an autocommit connection (ROLLBACK on error)."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-
-
 class RedisStore(Store):
     """A store in Redis, shared by several hosts. Expiry is Redis's own (``PX``)."""
 
@@ -407,13 +379,6 @@ class RedisStore(Store):
 
     def set(self, key: str, value: str, ttl: float | None = None) -> None:
         self._client.set(key, value, px=self._px(ttl))
-
-    def set_many(self, items: dict[str, str], ttl: float | None = None) -> None:
-        _check_ttl(ttl)
-        with self._client.pipeline(transaction=False) as pipe:
-            for key, value in items.items():
-                pipe.set(key, value, px=self._px(ttl))
-            pipe.execute()
 
     def add(self, key: str, value: str, ttl: float | None = None) -> bool:
         return bool(self._client.set(key, value, px=self._px(ttl), nx=True))
