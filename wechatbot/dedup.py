@@ -7,11 +7,17 @@ CreateTime, as some peers use, merge distinct events of the same second).
 """
 from __future__ import annotations
 
+import atexit
 import hashlib
+import logging
+import os
+import threading
 import time
 
 from .messages import Message
 from .store import Store
+
+log = logging.getLogger("wechatbot.dedup")
 
 # WeCom retries for about 20 seconds; keep the mark well past that.
 DEDUP_TTL = 900.0
@@ -31,11 +37,22 @@ def callback_key(app_name: str, message: Message, plaintext: str) -> str:
 
 
 class Dedup:
-    """Marks callbacks as seen and remembers how each one was answered."""
+    """Marks callbacks as seen and remembers how each one was answered.
 
-    def __init__(self, store: Store, ttl: float = DEDUP_TTL) -> None:
+    The mark is written at once (it must be atomic across workers); how the
+    callback was answered is written by a background thread in small batches,
+    one transaction per batch: WeCom retries only after 5 seconds, and a retry
+    arriving sooner finds the answer in this process or waits for it.
+    """
+
+    def __init__(self, store: Store, ttl: float = DEDUP_TTL, flush_every: float = 0.01) -> None:
         self.store = store
         self.ttl = ttl
+        self.flush_every = flush_every
+        self._pending: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._writer_pid: int | None = None
 
     def claim(self, key: str) -> bool:
         """True for the first arrival of a callback, False for a retry."""
@@ -43,11 +60,16 @@ class Dedup:
 
     def answered(self, key: str, reply_xml: str | None) -> None:
         """Remember the plaintext reply XML (``None``: answered empty)."""
-        self.store.set(key, REPLY_PREFIX + reply_xml if reply_xml else NO_REPLY, self.ttl)
+        self._later(key, REPLY_PREFIX + reply_xml if reply_xml else NO_REPLY)
 
     def deferred(self, key: str) -> None:
         """Remember that the reply goes out later through the API."""
-        self.store.set(key, DEFERRED, self.ttl)
+        self._later(key, DEFERRED)
+
+    def state(self, key: str) -> str | None:
+        """The latest known state of a callback (this process's unwritten ones first)."""
+        pending = self._pending.get(key)
+        return pending if pending is not None else self.store.get(key)
 
     def wait_for_answer(self, key: str, timeout: float) -> str | None:
         """For a retry: the first arrival's reply XML, waiting while it is still running.
@@ -57,10 +79,42 @@ class Dedup:
         deadline = time.monotonic() + timeout
         delay = 0.01
         while True:
-            state = self.store.get(key)
+            state = self.state(key)
             if state is None or state != RUNNING:
                 return state[len(REPLY_PREFIX):] if state and state.startswith(REPLY_PREFIX) else None
             if time.monotonic() + delay > deadline:
                 return None
             time.sleep(delay)
             delay = min(delay * 2, 0.2)
+
+    def flush(self) -> None:
+        """Write the answers not written yet."""
+        with self._lock:
+            batch, self._pending = self._pending, {}
+        if batch:
+            try:
+                self.store.set_many(batch, self.ttl)
+            except Exception:
+                log.exception("could not record %d answered callbacks", len(batch))
+
+    def start(self) -> None:
+        """Start this process's writer thread (again in a forked child)."""
+        if self._writer_pid == os.getpid():
+            return
+        self._writer_pid = os.getpid()
+        self._lock = threading.Lock()  # a fork may have copied it held
+        self._wake = threading.Event()
+        threading.Thread(target=self._write_batches, name="wechatbot-dedup-writer", daemon=True).start()
+        atexit.register(self.flush)
+
+    def _later(self, key: str, value: str) -> None:
+        with self._lock:
+            self._pending[key] = value
+        self._wake.set()
+
+    def _write_batches(self) -> None:
+        while True:
+            self._wake.wait()
+            time.sleep(self.flush_every)  # let a batch gather
+            self._wake.clear()
+            self.flush()

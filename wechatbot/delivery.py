@@ -67,10 +67,11 @@ class Delivery:
         self._pid: int | None = None
 
     def start(self) -> None:
-        """Start this process's job consumer (again after a fork)."""
+        """Start this process's job consumer and dedup writer (again after a fork)."""
         with _START_LOCK:
             if self._pid != os.getpid():
                 self.jobs.start()
+                self.dedup.start()
                 self._pid = os.getpid()
 
     def answer(self, bot: Bot, message: Message, plaintext: str) -> tuple[str | None, str | None]:

@@ -24,7 +24,7 @@ import time
 import uuid
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator, TypeVar
 from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
@@ -39,6 +39,8 @@ __all__ = [
     "StoreURLError",
     "open_store",
 ]
+
+T = TypeVar("T")
 
 CONFIG_KEY = "[wechatbot] store"
 
@@ -99,6 +101,11 @@ class Store(ABC):
         Atomic across every user of the same store, which is what makes
         callback dedup and :meth:`lock` safe.
         """
+
+    def set_many(self, items: dict[str, str], ttl: float | None = None) -> None:
+        """Set several keys with the same TTL, in as few round trips as the backend allows."""
+        for key, value in items.items():
+            self.set(key, value, ttl)
 
     @abstractmethod
     def delete(self, key: str) -> None:
@@ -212,15 +219,12 @@ class MemoryStore(Store):
 class SQLiteStore(Store):
     """A store in one SQLite file, shared by the processes and threads of one machine.
 
-    Each operation is a single autocommit statement in a WAL journal, so
-    writers only wait for each other (``busy_timeout``) and never deadlock.
-    Writes are not fsynced (``synchronous=OFF``): a killed process loses
-    nothing (the data is in the OS already), a power cut may lose the last
-    seconds of dedup marks and cached tokens, which this store can afford.
-    Each process has one connection its threads take turns with, and a
-    forked child (gunicorn workers) opens its own instead of sharing the
-    parent's. Expiry is wall-clock time, which all processes on the machine
-    agree on.
+    WAL journal and ``synchronous=NORMAL`` keep each write cheap; each
+    operation is a single autocommit statement, so writers only wait for each
+    other (``busy_timeout``) and never deadlock. Every thread gets its own
+    connection, and a forked child (gunicorn workers) opens fresh ones instead
+    of sharing the parent's. Expiry is wall-clock time, which all processes on
+    the machine agree on.
     """
 
     _TABLE = "wechatbot_kv"
@@ -263,24 +267,20 @@ class SQLiteStore(Store):
         # connection to its children.
         conn = self._connect()
         try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute(
+            # Several workers start at once: setting up may meet a busy file too.
+            self._retry(lambda: conn.execute("PRAGMA journal_mode=WAL"))
+            self._retry(lambda: conn.execute(
                 f"CREATE TABLE IF NOT EXISTS {self._TABLE} ("
                 "key TEXT PRIMARY KEY, value TEXT NOT NULL, expires REAL"
                 ") WITHOUT ROWID"
-            )
+            ))
         finally:
             conn.close()
 
     def _connect(self) -> sqlite3.Connection:
         # isolation_level=None: autocommit, one statement is one transaction.
-        # timeout is SQLite's busy_timeout: wait for another writer, don't fail.
-        conn = sqlite3.connect(
-            self.path,
-            timeout=self._busy_timeout,
-            isolation_level=None,
-            check_same_thread=False,
-        )
+        # timeout=0: a busy database fails at once and _retry waits instead.
+        conn = sqlite3.connect(self.path, timeout=0, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA synchronous=OFF")
         conn.execute("PRAGMA journal_size_limit=4194304")
         return conn
@@ -305,16 +305,35 @@ class SQLiteStore(Store):
         self._conns.append((os.getpid(), conn))
         return conn, self._process[2]
 
+    def _retry(self, operation: Callable[[], T]) -> T:
+        """Run ``operation``, retrying while another process holds the write lock.
+
+        SQLite's own busy handler sleeps a millisecond or more per try; with
+        several workers writing all the time that stalls every thread of this
+        process behind its connection. Another writer holds the lock for tens
+        of microseconds, so short sleeps that grow get through far sooner.
+        """
+        delay = 0.00005
+        deadline = time.monotonic() + self._busy_timeout
+        while True:
+            try:
+                return operation()
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc) or time.monotonic() > deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.005)
+
     def _after_write(self, conn: sqlite3.Connection, now: float) -> None:
         if now < self._next_purge:
             return
         self._next_purge = now + self._purge_interval
-        conn.execute(self._SQL_PURGE, (now,))
+        self._retry(lambda: conn.execute(self._SQL_PURGE, (now,)))
 
     def get(self, key: str) -> str | None:
         conn, lock = self._conn()
         with lock:
-            row = conn.execute(self._SQL_GET, (key, time.time())).fetchone()
+            row = self._retry(lambda: conn.execute(self._SQL_GET, (key, time.time())).fetchone())
         return None if row is None else row[0]
 
     def set(self, key: str, value: str, ttl: float | None = None) -> None:
@@ -322,7 +341,23 @@ class SQLiteStore(Store):
         now = time.time()
         conn, lock = self._conn()
         with lock:
-            conn.execute(self._SQL_SET, (key, value, None if ttl is None else now + ttl))
+            self._retry(lambda: conn.execute(self._SQL_SET, (key, value, None if ttl is None else now + ttl)))
+            self._after_write(conn, now)
+
+    def set_many(self, items: dict[str, str], ttl: float | None = None) -> None:
+        _check_ttl(ttl)
+        now = time.time()
+        expires = None if ttl is None else now + ttl
+        conn, lock = self._conn()
+        rows = [(key, value, expires) for key, value in items.items()]
+
+        def write_all() -> None:
+            # One transaction for all: one WAL commit instead of one per key.
+            with _transaction(conn):
+                conn.executemany(self._SQL_SET, rows)
+
+        with lock:
+            self._retry(write_all)
             self._after_write(conn, now)
 
     def add(self, key: str, value: str, ttl: float | None = None) -> bool:
@@ -330,7 +365,7 @@ class SQLiteStore(Store):
         now = time.time()
         conn, lock = self._conn()
         with lock:
-            cur = conn.execute(self._SQL_ADD, (key, value, None if ttl is None else now + ttl, now))
+            cur = self._retry(lambda: conn.execute(self._SQL_ADD, (key, value, None if ttl is None else now + ttl, now)))
             added = cur.rowcount == 1
             self._after_write(conn, now)
         return added
@@ -338,12 +373,12 @@ class SQLiteStore(Store):
     def delete(self, key: str) -> None:
         conn, lock = self._conn()
         with lock:
-            conn.execute(self._SQL_DELETE, (key,))
+            self._retry(lambda: conn.execute(self._SQL_DELETE, (key,)))
 
     def _delete_if_equal(self, key: str, value: str) -> None:
         conn, lock = self._conn()
         with lock:
-            conn.execute(self._SQL_DELETE_IF, (key, value))
+            self._retry(lambda: conn.execute(self._SQL_DELETE_IF, (key, value)))
 
     def close(self) -> None:
         self._closed = True
@@ -352,6 +387,18 @@ class SQLiteStore(Store):
         for owner, conn in conns:
             if owner == pid:
                 conn.close()
+
+
+@contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """BEGIN IMMEDIATE … COMMIT on an autocommit connection (ROLLBACK on error)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
 
 
 class RedisStore(Store):
@@ -379,6 +426,13 @@ class RedisStore(Store):
 
     def set(self, key: str, value: str, ttl: float | None = None) -> None:
         self._client.set(key, value, px=self._px(ttl))
+
+    def set_many(self, items: dict[str, str], ttl: float | None = None) -> None:
+        _check_ttl(ttl)
+        with self._client.pipeline(transaction=False) as pipe:
+            for key, value in items.items():
+                pipe.set(key, value, px=self._px(ttl))
+            pipe.execute()
 
     def add(self, key: str, value: str, ttl: float | None = None) -> bool:
         return bool(self._client.set(key, value, px=self._px(ttl), nx=True))
