@@ -415,3 +415,18 @@ def test_bad_url_error_hides_the_password() -> None:
 )
 def test_accepted_urls_open_without_contacting_a_server(good: str) -> None:
     open_store(good).close()
+
+
+def test_sqlite_store_opened_by_many_processes_at_once(tmp_path) -> None:
+    """gunicorn starts its workers together: each opens the new file at the same moment."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from wechatbot.store import open_store; "
+            "s = open_store('sqlite:///' + sys.argv[1]); print(s.add('k' + sys.argv[2], 'v', 10))")
+    for trial in range(3):
+        path = str(tmp_path / f"fresh{trial}.db")
+        procs = [subprocess.Popen([sys.executable, "-c", code, path, str(i)], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for i in range(8)]
+        outcomes = [p.communicate(timeout=60) for p in procs]
+        assert [out.strip() for out, _ in outcomes] == ["True"] * 8, [err for _, err in outcomes if err]

@@ -281,8 +281,8 @@ class SQLiteStore(Store):
         # isolation_level=None: autocommit, one statement is one transaction.
         # timeout=0: a busy database fails at once and _retry waits instead.
         conn = sqlite3.connect(self.path, timeout=0, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA synchronous=OFF")
-        conn.execute("PRAGMA journal_size_limit=4194304")
+        self._retry(lambda: conn.execute("PRAGMA synchronous=OFF"))
+        self._retry(lambda: conn.execute("PRAGMA journal_size_limit=4194304"))
         return conn
 
     def _conn(self) -> tuple[sqlite3.Connection, threading.Lock]:
