@@ -690,3 +690,19 @@ def test_official_rejects_our_reply_for_other_receive_id(official, crypto: WeCom
     reply = crypto.encrypt_reply("x", NONCE, TS)
     ret, _ = official(TOKEN, KEY, "wwother").DecryptMsg(reply, xml_fields(reply)["MsgSignature"], TS, NONCE)
     assert ret == -40005
+
+
+def test_random_prefixes_differ_across_a_fork() -> None:
+    import os
+
+    from wechatbot.crypto import _random_prefix
+
+    _random_prefix()  # the parent now holds unused random bytes
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.write(write, _random_prefix())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(read, 16)
+    assert len(child) == 16 and child != _random_prefix()

@@ -36,10 +36,12 @@ import binascii
 import hashlib
 import hmac
 import json
+import os
 import re
 import secrets
 import string
 import struct
+import threading
 import time
 from xml.parsers import expat
 from xml.sax.saxutils import escape as _xml_escape
@@ -399,7 +401,7 @@ class WeComCrypto:
             ) from None
         if len(msg) > 0xFFFFFFFF:
             raise EncryptError("the plaintext is longer than the 4 GiB the length field can hold")
-        plain = b"".join((secrets.token_bytes(_PREFIX), _LEN.pack(len(msg)), msg, self._receive_id_bytes))
+        plain = b"".join((_random_prefix(), _LEN.pack(len(msg)), msg, self._receive_id_bytes))
         n = _BLOCK - len(plain) % _BLOCK
         plain += bytes((n,)) * n
         encryptor = Cipher(self._aes, modes.CBC(self._iv)).encryptor()
@@ -515,6 +517,25 @@ class WeComCrypto:
             f"<Nonce><![CDATA[{nonce}]]></Nonce>"
             "</xml>"
         )
+
+
+_random = threading.local()
+
+
+def _random_prefix() -> bytes:
+    """16 bytes from ``secrets``, drawn 4 KiB at a time per thread.
+
+    Asking the OS for 16 bytes per reply is a system call that also gives up
+    the GIL; under load getting it back costs more than the bytes.
+    """
+    pool = getattr(_random, "pool", b"")
+    at = getattr(_random, "at", 0)
+    # A forked child must not reuse the bytes its parent has not used yet.
+    if at + _PREFIX > len(pool) or getattr(_random, "pid", None) != os.getpid():
+        pool, at = secrets.token_bytes(4096), 0
+        _random.pool, _random.pid = pool, os.getpid()
+    _random.at = at + _PREFIX
+    return pool[at:at + _PREFIX]
 
 
 def _decode_aes_key(encoding_aes_key: object) -> bytes:
