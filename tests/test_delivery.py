@@ -291,3 +291,30 @@ def test_stats_count_what_the_worker_did(fake_wecom_api) -> None:
 def test_a_bad_queue_url_is_a_start_up_error_naming_the_key() -> None:
     with pytest.raises(ValueError, match=r"\[wechatbot\] queue = 'kafka://x'"):
         make_app(app_sections(wechatbot={"store": "memory://", "queue": "kafka://x"}))
+
+
+def failing_lookup(message, context):
+    """A deferred job target that breaks."""
+    raise LookupError(f"no order {message.content}")
+
+
+def test_a_failing_deferred_job_reaches_plugin_error(fake_wecom_api) -> None:
+    errors = []
+
+    class Deferring:
+        @hookimpl
+        def handle_message(self, message, context):
+            context.defer(failing_lookup, message)
+            return "working on it…"
+
+        @hookimpl
+        def plugin_error(self, plugin_name, hook_name, exception):
+            errors.append((plugin_name, hook_name, str(exception)))
+
+    _, sim = build(fake_wecom_api, Deferring())
+    assert sim.text("12").content == "working on it…"
+    deadline = time.monotonic() + 5
+    while not errors and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert errors == [("slow", "defer", "no order 12")]
+    assert fake_wecom_api.sent == []

@@ -167,7 +167,13 @@ class Delivery:
             func: Any = importlib.import_module(module)
             for part in name.split("."):
                 func = getattr(func, part)
-            reply = as_reply(func(message, bot.context_for(record["plugin"]), *record.get("args", [])))
+            try:
+                reply = as_reply(func(message, bot.context_for(record["plugin"]), *record.get("args", [])))
+            except Exception as exc:
+                # The job is done either way; tell the plugins' plugin_error hooks, as for a handler.
+                log.exception("[%s] deferred %s of plugin %s failed", bot.app.section, record["func"], record["plugin"])
+                bot.notify("plugin_error", plugin_name=record["plugin"], hook_name="defer", exception=exc, message=message)
+                return
         else:
             _, reply = bot.ask_plugins(message, "rest")
         if reply is not None:

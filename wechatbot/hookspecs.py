@@ -54,6 +54,7 @@ def plugin_error(plugin_name: str, hook_name: str, exception: BaseException, mes
     """Hear that a plugin raised while handling ``message`` (for alerting).
 
     The host has already logged the traceback and moved on to the next plugin.
+    ``hook_name`` is ``"defer"`` when a job queued with ``context.defer`` raised.
     """
 
 
