@@ -180,3 +180,18 @@ def test_json_envelope_is_accepted(app, client) -> None:
     assert set(answer) == {"encrypt", "msgsignature", "timestamp", "nonce"} and answer["nonce"] == nonce
     bot.crypto.verify_signature(answer["msgsignature"], str(answer["timestamp"]), nonce, answer["encrypt"])
     assert "<Content><![CDATA[plain str]]></Content>" in bot.crypto.decrypt(answer["encrypt"])
+
+
+@pytest.mark.parametrize("query", [
+    "msg_signature=5c45ff5e21c57e6ad56bac8758b79b1d9ac89fd3&timestamp=1409659589&nonce=263014780",
+    "nonce=1&nonce=2&timestamp=",
+    "a&b=&=c&&timestamp=9",
+    "nonce=a%2Bb+c&msg_signature=%7E",
+    "",
+])
+def test_query_params_match_parse_qsl(query: str) -> None:
+    from urllib.parse import parse_qsl
+
+    from wechatbot.callback import query_params
+
+    assert query_params(query) == dict(parse_qsl(query))

@@ -21,6 +21,7 @@ import pytest
 from Crypto.Cipher import AES
 from Crypto.Util.Padding import pad, unpad
 
+import wechatbot.crypto as crypto_module
 from wechatbot.crypto import (
     AESKeyError,
     BuildReplyError,
@@ -295,6 +296,59 @@ def test_envelope_format_refuses_other_bodies(body: object) -> None:
     with pytest.raises(ParseError) as err:
         envelope_format(body)  # type: ignore[arg-type]
     assert err.value.code == -40002
+
+
+ENVELOPE_CASES = [
+    # Read by the pattern alone (WeCom's own shape, with and without CDATA).
+    b"<xml><ToUserName><![CDATA[ww1]]></ToUserName><Encrypt><![CDATA[QUJD+/==]]></Encrypt>"
+    b"<AgentID><![CDATA[1000002]]></AgentID></xml>",
+    b"<xml>\n  <ToUserName>ww</ToUserName>\n  <AgentID>1</AgentID>\n  <Encrypt>QUJD</Encrypt>\n</xml>\r\n",
+    b"<xml><Encrypt>QUJD</Encrypt><AgentID></AgentID></xml>",
+    # Left to expat: each differs from WeCom's shape in one way.
+    b"<xml><Encrypt><![CDATA[ QUJD ]]></Encrypt></xml>",
+    b"<xml><ToUserName>\xe4\xbd\xa0</ToUserName><Encrypt>QUJD</Encrypt></xml>",
+    b"<xml><ToUserName>a&amp;b</ToUserName><Encrypt>QUJD</Encrypt></xml>",
+    b"<xml><Encrypt>QUJD</Encrypt><Encrypt>QUJD</Encrypt></xml>",
+    b"<xml><Encrypt>QUJD</Encrypt><Other><Encrypt>x</Encrypt></Other></xml>",
+    b"<xml a='1'><Encrypt>QUJD</Encrypt></xml>",
+    b"<xml><Encrypt>QUJD</Encrypt></xml>junk",
+    b"<xml>\x0c<Encrypt>QUJD</Encrypt></xml>",
+    b"<xml><ToUserName>\xff</ToUserName><Encrypt>QUJD</Encrypt></xml>",
+    b"<xml><A>x</B><Encrypt>QUJD</Encrypt></xml>",
+    b"<xml><Encrypt></Encrypt></xml>",
+]
+
+
+@pytest.mark.parametrize("body", ENVELOPE_CASES)
+def test_envelope_pattern_agrees_with_expat(body: bytes) -> None:
+    """WeCom's usual envelope skips expat; the answer (or the error) is the same."""
+    try:
+        expected: object = crypto_module._parse_xml_envelope(body)
+    except ParseError as exc:
+        expected = (ParseError, str(exc))
+    try:
+        got: object = parse_envelope(body)
+    except ParseError as exc:
+        got = (ParseError, str(exc))
+    assert got == expected
+
+
+def test_wecom_envelope_is_read_without_expat(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_expat(_data: object) -> str:
+        raise AssertionError("expat was used")
+
+    monkeypatch.setattr(crypto_module, "_parse_xml_envelope", no_expat)
+    assert parse_envelope(ENVELOPE_CASES[0]) == "QUJD+/=="
+    with pytest.raises(AssertionError):
+        parse_envelope(ENVELOPE_CASES[3])
+
+
+@pytest.mark.parametrize("fmt", ["xml", "json"])
+def test_open_callback_tells_the_format(crypto: WeComCrypto, fmt: str) -> None:
+    encrypted = crypto.encrypt("payload")
+    body = f"<xml><Encrypt>{encrypted}</Encrypt></xml>" if fmt == "xml" else json.dumps({"encrypt": encrypted})
+    sig = signature(TOKEN, TS, NONCE, encrypted)
+    assert crypto.open_callback(body.encode(), sig, TS, NONCE) == ("payload", fmt)
 
 
 # --- errors: signature --------------------------------------------------------

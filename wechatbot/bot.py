@@ -16,7 +16,7 @@ import pluggy
 
 from .config import AppConfig, Config
 from .context import PluginContext
-from .crypto import SignatureError, WeComCrypto, envelope_format
+from .crypto import SignatureError, WeComCrypto
 from .dispatch import first_reply, hook_for, notify_all
 from .messages import Message, parse_message
 from .plugins import LoadedPlugin, call_order, inline_prefix
@@ -68,8 +68,12 @@ class Bot:
             )
             for p in plugins
         }
-        # Per hook: the leading plugins that may run on the request thread, then the rest.
-        self.chains = {hook: inline_prefix(call_order(pm, hook), plugins) for hook in ("handle_message", "handle_event")}
+        # Per hook and part: the leading plugins that may run on the request
+        # thread ("inline"), the rest, and all of them.
+        self.chains: dict[str, dict[str, list]] = {}
+        for hook in ("handle_message", "handle_event"):
+            inline, rest = inline_prefix(call_order(pm, hook), plugins)
+            self.chains[hook] = {"inline": inline, "rest": rest, "all": inline + rest}
         self.delivery: Delivery  # set by the host, which shares one among its apps
 
     @cached_property
@@ -120,10 +124,9 @@ class Bot:
     def handle_callback(self, body: bytes, msg_signature: str, timestamp: str, nonce: str) -> Answer:
         """Check, decrypt and answer one POSTed callback."""
         self.check_timestamp(timestamp)
-        plaintext = self.crypto.decrypt_message(body, msg_signature, timestamp, nonce)
+        plaintext, fmt = self.crypto.open_callback(body, msg_signature, timestamp, nonce)
         message = parse_message(plaintext)
         xml, plugin = self.delivery.answer(self, message, plaintext)
-        fmt = envelope_format(body)
         return Answer(self.crypto.encrypt_reply(xml, nonce, fmt=fmt) if xml else "", message, plugin, fmt)
 
     def ask_plugins(self, message: Message, part: str = "all") -> tuple[str | None, Reply | None]:
@@ -132,14 +135,13 @@ class Bot:
         ``part`` is ``"inline"`` for the leading plugins that declared
         ``wechatbot_inline = True``, ``"rest"`` for the others, or ``"all"``.
         """
-        inline, rest = self.chains[hook_for(message)]
-        chain = {"inline": inline, "rest": rest, "all": inline + rest}[part]
+        chain = self.chains[hook_for(message)][part]
         found = first_reply(self.pm, message, self.context_for, chain) if chain else None
         return found if found else (None, None)
 
     def has_slow_plugins(self, message: Message) -> bool:
         """Whether some plugin for ``message`` must run off the request thread."""
-        return bool(self.chains[hook_for(message)][1])
+        return bool(self.chains[hook_for(message)]["rest"])
 
     def passive_xml(self, reply: Reply | None, message: Message) -> str | None:
         """The plaintext passive answer for ``reply`` (``None`` when there is none).

@@ -42,7 +42,7 @@ class CallbackEndpoint:
 
     def answer(self, bot: Bot, environ: dict) -> tuple[str, str, str]:
         """``(status, body, content type)`` for one POSTed callback."""
-        query = dict(parse_qsl(environ.get("QUERY_STRING", "")))
+        query = query_params(environ.get("QUERY_STRING", ""))
         sig, ts, nonce = (query.get(k) for k in QUERY_KEYS)
         if not (sig and ts and nonce):
             missing = ", ".join(k for k in QUERY_KEYS if not query.get(k))
@@ -65,6 +65,18 @@ class CallbackEndpoint:
             kind = f"event {message.event}" if message.is_event else f"{message.type} message"
             log.debug("[%s] %s from %s answered by %s", bot.app.section, kind, message.from_user, answer.plugin or "no plugin")
         return "200 OK", answer.body, answer.mimetype
+
+
+def query_params(query_string: str) -> dict[str, str]:
+    """The query string's parameters, as ``dict(parse_qsl(...))`` gives them.
+
+    WeCom's query is plain ``name=value&...`` (hex, digits): that is split
+    directly; anything percent- or plus-encoded goes through ``parse_qsl``.
+    Blank values are dropped either way.
+    """
+    if "%" in query_string or "+" in query_string:
+        return dict(parse_qsl(query_string))
+    return {name: value for name, _, value in (part.partition("=") for part in query_string.split("&")) if value}
 
 
 def refuse(environ: dict, status: str, reason: str) -> tuple[str, str, str]:

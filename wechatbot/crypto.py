@@ -36,7 +36,6 @@ import binascii
 import hashlib
 import hmac
 import json
-import os
 import re
 import secrets
 import string
@@ -47,6 +46,8 @@ from xml.parsers import expat
 from xml.sax.saxutils import escape as _xml_escape
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from .process import current_pid
 
 __all__ = [
     "AESKeyError",
@@ -81,6 +82,18 @@ _UTF8_BOM = b"\xef\xbb\xbf"
 _MAX_SHOWN_ID = 64
 _DECL_RE = re.compile(r"<!\s*(?:DOCTYPE|ENTITY)", re.IGNORECASE)
 _DECL_RE_BYTES = re.compile(rb"<!\s*(?:DOCTYPE|ENTITY)", re.IGNORECASE)
+# The envelope exactly as WeCom sends it: <xml>, simple ASCII siblings such as
+# ToUserName and AgentID, one Encrypt of base64, </xml>. Such a body is read
+# by this pattern alone; any other body goes through expat.
+_XML_SPACE = rb"[ \t\r\n]*"
+_SIMPLE_TEXT = rb"(?:<!\[CDATA\[[^\x00-\x1f\x7f-\xff<>&\]]*\]\]>|[^\x00-\x1f\x7f-\xff<>&\]]*)"
+_SIMPLE_SIBLING = rb"<([A-Za-z]+)>" + _SIMPLE_TEXT + rb"</\1>" + _XML_SPACE
+_SIMPLE_SIBLING_AFTER = rb"<([A-Za-z]+)>" + _SIMPLE_TEXT + rb"</\4>" + _XML_SPACE
+_SIMPLE_XML_ENVELOPE = re.compile(
+    rb"<xml>" + _XML_SPACE + rb"(?:" + _SIMPLE_SIBLING + rb")*"
+    rb"<Encrypt>(?:<!\[CDATA\[([A-Za-z0-9+/=]+)\]\]>|([A-Za-z0-9+/=]+))</Encrypt>" + _XML_SPACE
+    + rb"(?:" + _SIMPLE_SIBLING_AFTER + rb")*</xml>" + _XML_SPACE
+)
 
 
 class WeComCryptoError(Exception):
@@ -169,14 +182,18 @@ def signature(token: str, timestamp: str, nonce: str, encrypted: str) -> str:
     Raises :class:`ComputeSignatureError` when a value is not ``str`` or cannot
     be encoded as UTF-8; the message names the value, never its content.
     """
-    values = {"token": token, "timestamp": timestamp, "nonce": nonce, "encrypted": encrypted}
-    for name, value in values.items():
-        if not isinstance(value, str):
-            raise ComputeSignatureError(
-                f"cannot compute the signature: {name} must be a str, not {type(value).__name__}"
-            )
+    values = (token, timestamp, nonce, encrypted)
     try:
-        data = "".join(sorted(values.values())).encode("utf-8")
+        # Sorting and joining fail on anything but four str; the checks that
+        # name the culprit run only then, off the path of every callback.
+        data = "".join(sorted(values)).encode("utf-8")
+    except TypeError:
+        for name, value in zip(("token", "timestamp", "nonce", "encrypted"), values):
+            if not isinstance(value, str):
+                raise ComputeSignatureError(
+                    f"cannot compute the signature: {name} must be a str, not {type(value).__name__}"
+                ) from None
+        raise
     except UnicodeEncodeError:
         raise ComputeSignatureError(
             "cannot compute the signature: a value holds characters that are not valid "
@@ -238,10 +255,19 @@ def parse_envelope(body: bytes | str) -> str:
     declaration is refused before and during parsing, so nothing is expanded
     or fetched. Raises :class:`ParseError` on anything malformed.
     """
-    data = _normalize(body)
+    return _ciphertext(_normalize(body))[0]
+
+
+def _ciphertext(data: bytes | str) -> tuple[str, str]:
+    """``(ciphertext, "xml" or "json")`` from a normalized envelope."""
     if _format_of(data) == "json":
-        return _parse_json_envelope(data)
-    return _parse_xml_envelope(data)
+        return _parse_json_envelope(data), "json"
+    if isinstance(data, bytes):
+        simple = _SIMPLE_XML_ENVELOPE.fullmatch(data)
+        # A sibling named Encrypt would make two; expat then says so.
+        if simple and data.count(b"<Encrypt") == 1:
+            return (simple.group(2) or simple.group(3)).decode("ascii"), "xml"
+    return _parse_xml_envelope(data), "xml"
 
 
 def _parse_json_envelope(data: bytes | str) -> str:
@@ -348,7 +374,7 @@ class WeComCrypto:
     empty string for the AI bot and group robots.
     """
 
-    __slots__ = ("_token", "_key", "_iv", "_aes", "receive_id", "_receive_id_bytes")
+    __slots__ = ("_token", "_key", "_cipher", "receive_id", "_receive_id_bytes")
 
     def __init__(self, token: str, encoding_aes_key: str, receive_id: str) -> None:
         if not isinstance(token, str):
@@ -357,8 +383,9 @@ class WeComCrypto:
             raise TypeError(f"receive_id must be a str, not {type(receive_id).__name__}")
         self._token = token
         self._key = _decode_aes_key(encoding_aes_key)
-        self._iv = self._key[:16]
-        self._aes = algorithms.AES(self._key)
+        # WeCom's IV is the key's first 16 bytes, so one Cipher serves every
+        # message; each call only opens a fresh encryptor or decryptor on it.
+        self._cipher = Cipher(algorithms.AES(self._key), modes.CBC(self._key[:16]))
         self.receive_id = receive_id
         self._receive_id_bytes = receive_id.encode("utf-8")
 
@@ -404,7 +431,7 @@ class WeComCrypto:
         plain = b"".join((_random_prefix(), _LEN.pack(len(msg)), msg, self._receive_id_bytes))
         n = _BLOCK - len(plain) % _BLOCK
         plain += bytes((n,)) * n
-        encryptor = Cipher(self._aes, modes.CBC(self._iv)).encryptor()
+        encryptor = self._cipher.encryptor()
         return base64.b64encode(encryptor.update(plain) + encryptor.finalize()).decode("ascii")
 
     def decrypt(self, encrypted: str) -> str:
@@ -432,7 +459,7 @@ class WeComCrypto:
                 f"the ciphertext is {len(raw)} bytes; WeCom ciphertext is a non-zero multiple "
                 "of 32 bytes (truncated, or not from WeCom?)"
             )
-        decryptor = Cipher(self._aes, modes.CBC(self._iv)).decryptor()
+        decryptor = self._cipher.decryptor()
         plain = decryptor.update(raw) + decryptor.finalize()
 
         n = plain[-1]
@@ -477,9 +504,17 @@ class WeComCrypto:
         The envelope may be XML or JSON (judged by its first character); the
         plaintext is whatever WeCom sealed: XML for apps, JSON for the AI bot.
         """
-        encrypted = parse_envelope(body)
+        return self.open_callback(body, msg_signature, timestamp, nonce)[0]
+
+    def open_callback(self, body: bytes | str, msg_signature: str, timestamp: str, nonce: str) -> tuple[str, str]:
+        """Like :meth:`decrypt_message`, also telling the envelope's format.
+
+        Returns ``(plaintext, "xml" or "json")``: the reply must go back in
+        the format the callback came in.
+        """
+        encrypted, fmt = _ciphertext(_normalize(body))
         self.verify_signature(msg_signature, timestamp, nonce, encrypted)
-        return self.decrypt(encrypted)
+        return self.decrypt(encrypted), fmt
 
     def encrypt_reply(
         self, plaintext: str, nonce: str, timestamp: str | None = None, fmt: str = "xml"
@@ -531,9 +566,9 @@ def _random_prefix() -> bytes:
     pool = getattr(_random, "pool", b"")
     at = getattr(_random, "at", 0)
     # A forked child must not reuse the bytes its parent has not used yet.
-    if at + _PREFIX > len(pool) or getattr(_random, "pid", None) != os.getpid():
+    if at + _PREFIX > len(pool) or getattr(_random, "pid", None) != current_pid():
         pool, at = secrets.token_bytes(4096), 0
-        _random.pool, _random.pid = pool, os.getpid()
+        _random.pool, _random.pid = pool, current_pid()
     _random.at = at + _PREFIX
     return pool[at:at + _PREFIX]
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import os
 import threading
 import time
 from collections import Counter
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from .dedup import Dedup, callback_key
 from .jobs import Jobs, queue_for
 from .messages import Message, parse_message
+from .process import current_pid
 from .replies import Reply, TextReply, as_reply
 
 if TYPE_CHECKING:
@@ -69,14 +69,14 @@ class Delivery:
     def start(self) -> None:
         """Start this process's job consumer and dedup writer (again after a fork)."""
         with _START_LOCK:
-            if self._pid != os.getpid():
+            if self._pid != current_pid():
                 self.jobs.start()
                 self.dedup.start()
-                self._pid = os.getpid()
+                self._pid = current_pid()
 
     def answer(self, bot: Bot, message: Message, plaintext: str) -> tuple[str | None, str | None]:
         """The plaintext reply XML for a callback (``None``: answer empty) and who answered."""
-        if self._pid != os.getpid():  # forked after create_app (gunicorn --preload)
+        if self._pid != current_pid():  # forked after create_app (gunicorn --preload)
             self.start()
         key = callback_key(bot.app.name, message, plaintext)
         if not self.dedup.claim(key):

@@ -27,6 +27,8 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Callable, Iterator, TypeVar
 from urllib.parse import urlsplit
 
+from .process import current_pid
+
 if TYPE_CHECKING:
     import redis
 
@@ -296,7 +298,7 @@ class SQLiteStore(Store):
         if self._closed:
             raise RuntimeError(f"the SQLite store at {self.path} is closed")
         state = self._process
-        if state is not None and state[0] == os.getpid():
+        if state is not None and state[0] == current_pid():
             return state[1], state[2]
         if state is not None:
             self._inherited.append(state[1])
@@ -324,6 +326,13 @@ class SQLiteStore(Store):
             time.sleep(delay)
             delay = min(delay * 2, 0.005)
 
+    def _execute(self, conn: sqlite3.Connection, sql: str, params: tuple) -> sqlite3.Cursor:
+        """``conn.execute(sql, params)``, through :meth:`_retry` only once the file was busy."""
+        try:
+            return conn.execute(sql, params)
+        except sqlite3.OperationalError:
+            return self._retry(lambda: conn.execute(sql, params))
+
     def _after_write(self, conn: sqlite3.Connection, now: float) -> None:
         if now < self._next_purge:
             return
@@ -333,7 +342,7 @@ class SQLiteStore(Store):
     def get(self, key: str) -> str | None:
         conn, lock = self._conn()
         with lock:
-            row = self._retry(lambda: conn.execute(self._SQL_GET, (key, time.time())).fetchone())
+            row = self._execute(conn, self._SQL_GET, (key, time.time())).fetchone()
         return None if row is None else row[0]
 
     def set(self, key: str, value: str, ttl: float | None = None) -> None:
@@ -341,7 +350,7 @@ class SQLiteStore(Store):
         now = time.time()
         conn, lock = self._conn()
         with lock:
-            self._retry(lambda: conn.execute(self._SQL_SET, (key, value, None if ttl is None else now + ttl)))
+            self._execute(conn, self._SQL_SET, (key, value, None if ttl is None else now + ttl))
             self._after_write(conn, now)
 
     def set_many(self, items: dict[str, str], ttl: float | None = None) -> None:
@@ -365,7 +374,7 @@ class SQLiteStore(Store):
         now = time.time()
         conn, lock = self._conn()
         with lock:
-            cur = self._retry(lambda: conn.execute(self._SQL_ADD, (key, value, None if ttl is None else now + ttl, now)))
+            cur = self._execute(conn, self._SQL_ADD, (key, value, None if ttl is None else now + ttl, now))
             added = cur.rowcount == 1
             self._after_write(conn, now)
         return added
@@ -373,12 +382,12 @@ class SQLiteStore(Store):
     def delete(self, key: str) -> None:
         conn, lock = self._conn()
         with lock:
-            self._retry(lambda: conn.execute(self._SQL_DELETE, (key,)))
+            self._execute(conn, self._SQL_DELETE, (key,))
 
     def _delete_if_equal(self, key: str, value: str) -> None:
         conn, lock = self._conn()
         with lock:
-            self._retry(lambda: conn.execute(self._SQL_DELETE_IF, (key, value)))
+            self._execute(conn, self._SQL_DELETE_IF, (key, value))
 
     def close(self) -> None:
         self._closed = True
