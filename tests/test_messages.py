@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
+from wechatbot import messages
 from wechatbot.messages import (
     parse_xml,
     BatchJobResultEvent,
@@ -40,6 +43,7 @@ from wechatbot.messages import (
     message_from_dict,
     parse_message,
 )
+from wechatbot.simulator import event_xml, message_xml
 
 HEAD = """<xml>
 <ToUserName><![CDATA[ww_corp]]></ToUserName>
@@ -502,3 +506,277 @@ def test_parse_xml_matches_xmltodict(xml: str) -> None:
 
     expected = xmltodict.parse(xml, strip_whitespace=False, postprocessor=drop_layout)["xml"]
     assert parse_xml(xml) == expected
+
+
+# --- the flat fast path -------------------------------------------------------
+
+TYPICAL = (
+    "<xml><ToUserName><![CDATA[ww_corp]]></ToUserName><FromUserName><![CDATA[zhangsan]]></FromUserName>"
+    "<CreateTime>1732600000</CreateTime><MsgType><![CDATA[text]]></MsgType>"
+    "<Content><![CDATA[hello 你好]]></Content><MsgId>1234567890123456</MsgId><AgentID>1000002</AgentID></xml>"
+)
+
+
+@pytest.fixture
+def expat_parse_xml(monkeypatch):
+    """parse_xml with the fast path switched off: the behaviour to match."""
+
+    def parse(xml):
+        with monkeypatch.context() as patch:
+            patch.setattr(messages, "_flat_xml_to_dict", lambda _xml: None)
+            return parse_xml(xml)
+
+    return parse
+
+
+def outcome(parse, xml):
+    """The parsed body with its key order, or the error raised."""
+    try:
+        body = parse(xml)
+    except Exception as exc:  # the slow path may raise more than MessageParseError
+        return type(exc), str(exc)
+    return body, list(body)
+
+
+def text_msg(content: str) -> str:
+    return msg(f"<MsgType><![CDATA[text]]></MsgType>\n<Content><![CDATA[{content}]]></Content>")
+
+
+EQUIVALENCE_DOCS = [
+    TYPICAL,
+    TYPICAL.replace("><", ">\n<"),
+    TYPICAL.replace("><", ">\r\n  <"),
+    "\n  " + TYPICAL + "\n\n",
+    TYPICAL.encode("utf-8"),
+    # the shapes the tests above use
+    text_msg("你好 world"),
+    msg("<MsgType>text</MsgType>\n<Content><![CDATA[  indented\n<b>&amp; ]]&gt;\n]]></Content>"),
+    msg("<MsgType><![CDATA[image]]></MsgType>\n<PicUrl><![CDATA[https://wework.qpic.cn/x.jpg]]></PicUrl>\n"
+        "<MediaId><![CDATA[media_img]]></MediaId>"),
+    msg("<MsgType><![CDATA[voice]]></MsgType>\n<MediaId><![CDATA[v]]></MediaId>\n<Format><![CDATA[amr]]></Format>"),
+    msg("<MsgType><![CDATA[video]]></MsgType>\n<MediaId><![CDATA[v]]></MediaId>\n<ThumbMediaId>t</ThumbMediaId>"),
+    msg("<MsgType><![CDATA[file]]></MsgType>\n<MediaId><![CDATA[f]]></MediaId>\n<FileName><![CDATA[a.pdf]]></FileName>"),
+    msg("<MsgType><![CDATA[location]]></MsgType>\n<Location_X>23.134521</Location_X>\n<Location_Y>113.358803</Location_Y>\n"
+        "<Scale>20</Scale>\n<Label><![CDATA[位置信息]]></Label>\n<AppType><![CDATA[wxwork]]></AppType>"),
+    msg("<MsgType><![CDATA[link]]></MsgType>\n<Title><![CDATA[t!]]></Title>\n<Description><![CDATA[d!]]></Description>\n"
+        "<Url><![CDATA[https://example.com/a?b=1&c=2]]></Url>\n<PicUrl><![CDATA[https://example.com/p.png]]></PicUrl>"),
+    msg("<MsgType><![CDATA[mixed]]></MsgType>\n"
+        "<Items><Item><Kind>text</Kind><Body>a</Body></Item><Item><Kind>image</Kind></Item></Items>"),
+    msg("<MsgType>text</MsgType><Content>hi</Content><Extra a=\"1\">x</Extra>"),
+    event("subscribe", "<EventKey><![CDATA[]]></EventKey>"),
+    event("LOCATION", "<Latitude>23.104105</Latitude>\n<Longitude>113.320107</Longitude>\n<Precision>65.000000</Precision>"),
+    event("view", "<EventKey><![CDATA[https://example.com/x?a=1&b=2]]></EventKey>"),
+    event("scancode_push", "<EventKey><![CDATA[scan#1]]></EventKey>\n<ScanCodeInfo><ScanType><![CDATA[qrcode]]></ScanType>"
+          "<ScanResult><![CDATA[https://example.com/code]]></ScanResult></ScanCodeInfo>"),
+    event("pic_weixin", "<SendPicsInfo><Count>2</Count><PicList><item><PicMd5Sum>m1</PicMd5Sum></item></PicList>"
+          "<PicList><item><PicMd5Sum>m2</PicMd5Sum></item></PicList></SendPicsInfo>"),
+    event("location_select", "<SendLocationInfo><Location_X><![CDATA[23]]></Location_X>"
+          "<Label><![CDATA[ 广州市海珠区客村艺苑路 106号]]></Label></SendLocationInfo>"),
+    "<xml><ToUserName><![CDATA[ww_corp]]></ToUserName><FromUserName><![CDATA[sys]]></FromUserName>"
+    "<CreateTime>1425284517</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[batch_job_result]]></Event>"
+    "<BatchJob><JobId><![CDATA[S0Mrnn]]></JobId><JobType><![CDATA[sync_user]]></JobType><ErrCode>0</ErrCode>"
+    "<ErrMsg><![CDATA[ok]]></ErrMsg></BatchJob></xml>",
+    event("change_contact", "<ChangeType>update_user</ChangeType>\n<UserID><![CDATA[zhangsan]]></UserID>\n"
+          "<ExtAttr><Item><Name><![CDATA[爱好]]></Name><Type>0</Type><Text><Value><![CDATA[旅游]]></Value></Text></Item></ExtAttr>",
+          agent=None),
+    event("change_contact", "<ChangeType>update_tag</ChangeType><TagId>1</TagId><AddUserItems><![CDATA[a,b]]></AddUserItems>"),
+    event("open_approval_change", "<ApprovalInfo><ThirdNo><![CDATA[201806010001]]></ThirdNo><OpenSpStatus>1</OpenSpStatus>"
+          "<ApprovalNodes><ApprovalNode><Items><Item><ItemName><![CDATA[x]]></ItemName></Item></Items></ApprovalNode>"
+          "</ApprovalNodes></ApprovalInfo>"),
+    f"{HEAD}<MsgType><![CDATA[event]]></MsgType><Event><![CDATA[taskcard_click]]></Event>"
+    "<EventKey><![CDATA[key111]]></EventKey><TaskId><![CDATA[taskid111]]></TaskId><AgentId><![CDATA[1]]></AgentId></xml>",
+    event("template_card_event", "<TaskId><![CDATA[t]]></TaskId>\n<SelectedItems>\n<SelectedItem>\n"
+          "<QuestionKey><![CDATA[q1]]></QuestionKey>\n<OptionIds>\n<OptionId><![CDATA[o1]]></OptionId>\n"
+          "<OptionId><![CDATA[o2]]></OptionId>\n</OptionIds>\n</SelectedItem>\n</SelectedItems>"),
+    event("template_card_menu_event", "<EventKey><![CDATA[menu_a]]></EventKey><TaskId><![CDATA[t9]]></TaskId>"),
+    event("CHANGE_EXTERNAL_CONTACT", "<ExternalUserID><![CDATA[wmABC]]></ExternalUserID>"),
+    event("scancode_push"),
+    message_xml("text", content="hi there", msg_id="1"),
+    message_xml("text", content="a < b & c > d", msg_id="1"),
+    message_xml("image", media_id="m", pic_url="https://x/y?a=1&b=2", msg_id="1"),
+    event_xml("enter_agent", event_key=""),
+    "<xml><A>1</A><B><![CDATA[ two \n lines ]]></B><C/></xml>",
+    "<xml>\n  <Items>\n    <item><Id>1</Id></item>\n    <item><Id>2</Id></item>\n  </Items>\n</xml>",
+    "<xml><Mixed>before<Child>c</Child></Mixed><Space>   </Space></xml>",
+    # text kept exactly: Chinese, emoji, whitespace, markup-like text, "]]"
+    text_msg("表情 😀👍🏽 ok"),
+    text_msg("  leading and trailing  "),
+    text_msg("\n\nnewlines\n"),
+    text_msg("\tlast"),
+    text_msg("a ]] b ]"),
+    text_msg("]"),
+    text_msg("]]"),
+    text_msg("<!DOCTYPE html><!ENTITY x>"),
+    text_msg("<b>bold</b> &amp; &#x4F60;"),
+    text_msg("line\r\nwindows\rmac"),
+    text_msg("\x85\u2028\u3000 \xa0"),
+    "<xml><Content>plain ]] text &gt; ></Content><MsgType>text</MsgType></xml>",
+    "<xml><Content>   </Content><MsgType>text</MsgType></xml>",
+    "<xml><Content>a\r\nb</Content><MsgType>text</MsgType></xml>",
+    "<xml>\r\n<MsgType>text</MsgType>\r\n<Content>x</Content>\r\n</xml>\r\n",
+    "<xml>\t<MsgType>text</MsgType>\t</xml>",
+    "<xml><a.b-c_1>x</a.b-c_1><_u/><xml>inner</xml></xml>",
+    # empty elements
+    "<xml><A></A><B/><C><![CDATA[]]></C><D>x</D></xml>",
+    "<xml><A/></xml>",
+    # repeated names, nesting, attributes
+    "<xml><A>1</A><A>2</A></xml>",
+    "<xml><A>1</A><B/><A/><A>3</A></xml>",
+    "<xml><A><B>1</B></A></xml>",
+    '<xml><A k="v">1</A></xml>',
+    '<xml><A k="v"/></xml>',
+    '<xml x="1"><A>1</A></xml>',
+    # entities and character references
+    "<xml><A>&amp;</A></xml>",
+    "<xml><A>&#x4F60;&#22909;</A></xml>",
+    "<xml><A>a &lt; b</A></xml>",
+    "<xml><A>&nbsp;</A></xml>",
+    "<xml><A>&</A></xml>",
+    # CDATA that is not the whole text
+    "<xml><A> <![CDATA[x]]></A></xml>",
+    "<xml><A><![CDATA[x]]> </A></xml>",
+    "<xml><A><![CDATA[a]]]]><![CDATA[>b]]></A></xml>",
+    "<xml><A><![CDATA[x]]>y]]></A></xml>",
+    "<xml><A><![CDATA[x]]></A>]]></A></xml>",
+    "<xml><A><![CDATA[unterminated</A></xml>",
+    # not flat in other ways
+    '<?xml version="1.0" encoding="utf-8"?><xml><A>1</A></xml>',
+    "<!-- c --><xml><A>1</A></xml>",
+    "<xml><!-- c --><A>1</A></xml>",
+    "<xml><A>1</A><!-- c --></xml>",
+    "<xml><A>1</A></xml><!-- c -->",
+    "<xml><?pi x?><A>1</A></xml>",
+    "\ufeff<xml><A>1</A></xml>",
+    "<xml ><A>1</A></xml>",
+    "<xml><A >1</A></xml>",
+    "<xml><A>1</A ></xml>",
+    "<xml><A>1</A></xml >",
+    "<xml>text<A>1</A></xml>",
+    "<xml><A>1</A>text</xml>",
+    "<xml><A>1</A>&#10;</xml>",
+    "<xml><a:b>1</a:b></xml>",
+    "<xml><名字>值</名字></xml>",
+    "<XML><A>1</A></XML>",
+    "<root><A>1</A></root>",
+    # broken
+    "",
+    "   ",
+    "<xml>",
+    "<xml></xml>",
+    "<xml/>",
+    "<xml>  </xml>",
+    "<xml>just text</xml>",
+    "<xml><A>1</B></xml>",
+    "<xml><A>1</a></xml>",
+    "<xml><A>1</A>",
+    "<xml><A>1</A></xml></xml>",
+    "<xml><A>1</A></xml><xml/>",
+    "<xml><A>1</A></xml>trailing",
+    "<xml><1A>1</1A></xml>",
+    "<xml><A>a]]>b</A></xml>",
+    "<xml><A>\x01</A></xml>",
+    "<xml><A><![CDATA[\x08]]></A></xml>",
+    "<xml><A>\ufffe</A></xml>",
+    "<xml><A>\ud800</A></xml>",
+    b"<xml><A>\xff</A></xml>",
+    # DOCTYPE
+    '<!DOCTYPE xml [<!ENTITY boom "x">]><xml><MsgType>text</MsgType><Content>&boom;</Content></xml>',
+    "<!DOCTYPE xml><xml><A>1</A></xml>",
+    '<?xml version="1.0"?>\n<!DOCTYPE xml SYSTEM "http://example.com/x.dtd"><xml><A>1</A></xml>',
+]
+
+
+@pytest.mark.parametrize("xml", EQUIVALENCE_DOCS)
+def test_fast_path_agrees_with_expat(xml, expat_parse_xml):
+    assert outcome(parse_xml, xml) == outcome(expat_parse_xml, xml)
+
+
+def test_fast_path_agrees_with_expat_on_random_documents(expat_parse_xml):
+    rng = random.Random(20241126)
+    names = ["A", "B", "C", "MsgType", "Content", "_x", "a.b-c", "X1", "xml", "ToUserName", "AgentID"]
+    bad_names = ["1a", "a:b", "名", "a b", "A"]
+    safe = ["a", "Z", "0", " ", "\n", "\t", "]", "]]", ">", "你好", "😀", "'", '"', "é", "/", "\u3000"]
+    wild = safe + ["\r", "\r\n", "<", "&", "&amp;", "&#x4F60;", "&lt;", "]]>", "<![CDATA[", "<b>", "\x01", "\ufffe"]
+
+    def text():
+        pieces = wild if rng.random() < 0.2 else safe
+        return "".join(rng.choice(pieces) for _ in range(rng.randrange(6)))
+
+    def flat_child():
+        name = rng.choice(names)
+        return rng.choice([
+            f"<{name}>{text()}</{name}>",
+            f"<{name}><![CDATA[{text()}]]></{name}>",
+            f"<{name}><![CDATA[{text()}]]></{name}>",
+            f"<{name}/>",
+            f"<{name}></{name}>",
+        ])
+
+    def odd_child():
+        name, other = rng.choice(names + bad_names), rng.choice(names)
+        return rng.choice([
+            f"<{name}>{text()}</{name}>",
+            f"<{name}>{text()}<![CDATA[{text()}]]>{text()}</{name}>",
+            f"<{name}><{other}>{text()}</{other}></{name}>",
+            f'<{name} k="{text()}">{text()}</{name}>',
+            f"<{name}>{text()}</{other}>",
+            f"<{name} />",
+            f"{text()}<!--{text()}-->",
+        ])
+
+    def document():
+        gaps = ["", "", "\n", "  ", "\r\n", "\t "]
+        children = [rng.choice(gaps) + flat_child() for _ in range(rng.randrange(1, 7))]
+        start, end = "<xml>", rng.choice(gaps) + "</xml>"
+        odd = rng.randrange(8)
+        if odd == 0:
+            children.insert(rng.randrange(len(children) + 1), odd_child())
+        elif odd == 1:
+            children.insert(rng.randrange(len(children) + 1), text())
+        elif odd == 2:
+            start = rng.choice(["\n<xml>", "<xml >", "<xml a='1'>", '<?xml version="1.0"?><xml>', "<xml/>", ""])
+        elif odd == 3:
+            end = rng.choice(["\n</xml>\n", "</xm>", "", "</xml><xml/>", "</xml>x", "</xml></xml>"])
+        return start + "".join(children) + end
+
+    fast = 0
+    for _ in range(3000):
+        xml = document()
+        assert outcome(parse_xml, xml) == outcome(expat_parse_xml, xml), repr(xml)
+        fast += messages._flat_xml_to_dict(xml) is not None
+    assert 600 < fast < 2400  # both paths were well exercised
+
+
+def test_typical_message_takes_the_fast_path(monkeypatch):
+    def no_expat(xml):
+        raise AssertionError("the expat path was used")
+
+    monkeypatch.setattr(messages, "_xml_to_dict", no_expat)
+    m = parse_message(TYPICAL)
+    assert type(m) is TextMessage
+    assert (m.content, m.from_user, m.create_time, m.msg_id) == ("hello 你好", "zhangsan", 1732600000, "1234567890123456")
+    assert parse_message(msg("<MsgType>text</MsgType>\n<Content><![CDATA[ hi\n]]></Content>")).content == " hi\n"
+    assert parse_message(text_msg("[微笑] ]] 😀")).content == "[微笑] ]] 😀"
+    assert parse_message(event("enter_agent", "<EventKey><![CDATA[]]></EventKey>")).event_key is None
+    assert parse_message(message_xml("text", content="hi")).content == "hi"
+    assert parse_xml("<xml>\r\n<A/>\r\n<B></B>\r\n</xml>\r\n") == {"A": None, "B": None}
+
+
+@pytest.mark.parametrize("xml", [
+    "<xml><A>1</A><A>2</A></xml>",
+    "<xml><A><B>1</B></A></xml>",
+    '<xml><A k="v">1</A></xml>',
+    "<xml><A>&amp;</A></xml>",
+    "<xml><A>&#x4F60;</A></xml>",
+    "<xml><A>a\r\nb</A></xml>",
+    "<xml><A><![CDATA[a]]]]><![CDATA[>b]]></A></xml>",
+    '<?xml version="1.0"?><xml><A>1</A></xml>',
+    "<xml><!-- c --><A>1</A></xml>",
+    "<xml>text<A>1</A></xml>",
+])
+def test_unusual_documents_take_the_expat_path(monkeypatch, xml):
+    calls = []
+    real = messages._xml_to_dict
+    monkeypatch.setattr(messages, "_xml_to_dict", lambda doc: calls.append(doc) or real(doc))
+    parse_xml(xml)
+    assert calls == [xml]
