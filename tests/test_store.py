@@ -139,6 +139,15 @@ def test_delete(store: Store, key: Callable[[str], str]) -> None:
     assert store.get(key("b")) == "w"
 
 
+def test_set_many_writes_every_item(store: Store, key: Callable[[str], str]) -> None:
+    """More items than one SQLite statement carries, overwriting some keys already set."""
+    store.set(key("k0"), "old")
+    items = {key(f"k{i}"): f"value {i} ✓" for i in range(450)}
+    store.set_many(items, ttl=60)
+    assert all(store.get(k) == v for k, v in items.items())
+    assert not store.add(key("k449"), "again", ttl=60)
+
+
 def test_add_race_between_threads(store: Store, key: Callable[[str], str]) -> None:
     keys = [key(f"k{i}") for i in range(50)]
     wins: dict[int, list[str]] = {n: [] for n in range(8)}

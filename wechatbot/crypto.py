@@ -87,8 +87,10 @@ _DECL_RE_BYTES = re.compile(rb"<!\s*(?:DOCTYPE|ENTITY)", re.IGNORECASE)
 # by this pattern alone; any other body goes through expat.
 _XML_SPACE = rb"[ \t\r\n]*"
 _SIMPLE_TEXT = rb"(?:<!\[CDATA\[[^\x00-\x1f\x7f-\xff<>&\]]*\]\]>|[^\x00-\x1f\x7f-\xff<>&\]]*)"
-_SIMPLE_SIBLING = rb"<([A-Za-z]+)>" + _SIMPLE_TEXT + rb"</\1>" + _XML_SPACE
-_SIMPLE_SIBLING_AFTER = rb"<([A-Za-z]+)>" + _SIMPLE_TEXT + rb"</\4>" + _XML_SPACE
+# A sibling is never Encrypt: the pattern then cannot take a second Encrypt
+# (expat reports that), nor try the ciphertext as a sibling's text first.
+_SIMPLE_SIBLING = rb"<(?!Encrypt>)([A-Za-z]+)>" + _SIMPLE_TEXT + rb"</\1>" + _XML_SPACE
+_SIMPLE_SIBLING_AFTER = rb"<(?!Encrypt>)([A-Za-z]+)>" + _SIMPLE_TEXT + rb"</\4>" + _XML_SPACE
 _SIMPLE_XML_ENVELOPE = re.compile(
     rb"<xml>" + _XML_SPACE + rb"(?:" + _SIMPLE_SIBLING + rb")*"
     rb"<Encrypt>(?:<!\[CDATA\[([A-Za-z0-9+/=]+)\]\]>|([A-Za-z0-9+/=]+))</Encrypt>" + _XML_SPACE
@@ -264,8 +266,7 @@ def _ciphertext(data: bytes | str) -> tuple[str, str]:
         return _parse_json_envelope(data), "json"
     if isinstance(data, bytes):
         simple = _SIMPLE_XML_ENVELOPE.fullmatch(data)
-        # A sibling named Encrypt would make two; expat then says so.
-        if simple and data.count(b"<Encrypt") == 1:
+        if simple:
             return (simple.group(2) or simple.group(3)).decode("ascii"), "xml"
     return _parse_xml_envelope(data), "xml"
 

@@ -241,6 +241,9 @@ class SQLiteStore(Store):
     _SQL_DELETE = f"DELETE FROM {_TABLE} WHERE key = ?"
     _SQL_DELETE_IF = f"DELETE FROM {_TABLE} WHERE key = ? AND value = ?"
     _SQL_PURGE = f"DELETE FROM {_TABLE} WHERE expires IS NOT NULL AND expires <= ?"
+    # Rows per statement in set_many: 3 parameters each, well under SQLite's
+    # limit on parameters in one statement.
+    _ROWS_PER_STATEMENT = 200
 
     def __init__(
         self,
@@ -359,15 +362,25 @@ class SQLiteStore(Store):
         expires = None if ttl is None else now + ttl
         conn, lock = self._conn()
         rows = [(key, value, expires) for key, value in items.items()]
-
-        def write_all() -> None:
-            # One transaction for all: one WAL commit instead of one per key.
-            with _transaction(conn):
-                conn.executemany(self._SQL_SET, rows)
-
         with lock:
-            self._retry(write_all)
+            for start in range(0, len(rows), self._ROWS_PER_STATEMENT):
+                chunk = rows[start:start + self._ROWS_PER_STATEMENT]
+                self._execute(conn, self._sql_set_rows(len(chunk)), tuple(v for row in chunk for v in row))
             self._after_write(conn, now)
+
+    @classmethod
+    def _sql_set_rows(cls, count: int) -> str:
+        """One INSERT … ON CONFLICT for ``count`` rows.
+
+        One statement is one transaction and one call into SQLite: the
+        process lets go of the GIL (and must win it back) once per batch
+        rather than once per row, all the while holding the write lock.
+        """
+        values = ", ".join(["(?, ?, ?)"] * count)
+        return (
+            f"INSERT INTO {cls._TABLE} (key, value, expires) VALUES {values} "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value, expires = excluded.expires"
+        )
 
     def add(self, key: str, value: str, ttl: float | None = None) -> bool:
         _check_ttl(ttl)
@@ -396,18 +409,6 @@ class SQLiteStore(Store):
         for owner, conn in conns:
             if owner == pid:
                 conn.close()
-
-
-@contextmanager
-def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    """BEGIN IMMEDIATE … COMMIT on an autocommit connection (ROLLBACK on error)."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
 
 
 class RedisStore(Store):
