@@ -203,6 +203,34 @@ def test_we_decrypt_reference(crypto: WeComCrypto, text: str, prefix: bytes) -> 
     assert crypto.decrypt(ref_encrypt(KEY, text, CORP, prefix)) == text
 
 
+def test_one_app_many_messages_many_threads_match_the_reference() -> None:
+    """Each thread keeps its AES contexts open: message after message, in any
+    order and length, the reference (a fresh context each time) reads ours
+    and we read the reference's."""
+    import threading
+
+    shared = WeComCrypto(TOKEN, KEY, CORP)
+    failures: list[str] = []
+
+    def work(seed: int) -> None:
+        for i in range(60):
+            text = TEXTS[(seed + i) % len(TEXTS)] * (1 + (seed * i) % 5)
+            prefix = bytes((seed + i + k) % 256 for k in range(16))
+            sealed = ref_encrypt(KEY, text, CORP, prefix)
+            if shared.decrypt(sealed) != text:
+                failures.append(f"decrypt {seed}/{i}")
+            ours = shared.encrypt(text)
+            if ref_decrypt(KEY, ours)[1:] != (text, CORP):
+                failures.append(f"encrypt {seed}/{i}")
+
+    threads = [threading.Thread(target=work, args=(seed,)) for seed in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+
+
 def test_ai_bot_json_round_trip_with_reference() -> None:
     bot = WeComCrypto(TOKEN, KEY, "")
     plaintext = json.dumps({"msgid": "abc", "msgtype": "text", "text": {"content": "你好 🤖"}}, ensure_ascii=False)
