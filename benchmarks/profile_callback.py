@@ -133,11 +133,11 @@ def profile(args: argparse.Namespace, tmp: Path) -> None:
     hop = ThreadPoolExecutor(max_workers=4)
     # (name, µs, part of the line above it): the parts show what the delivery step is made of.
     stages = [
-        ("parse envelope (expat)", best_us(parse_envelope, [bodies] * repeat), False),
+        ("parse envelope", best_us(parse_envelope, [bodies] * repeat), False),
         ("verify signature (sha1)", best_us(
             lambda i: bot.crypto.verify_signature(stage_args[i][1], stage_args[i][2], stage_args[i][3], encrypted[i]), indexes), False),
         ("decrypt (AES-CBC)", best_us(bot.crypto.decrypt, [encrypted] * repeat), False),
-        ("parse message (expat)", best_us(parse_message, [plaintexts] * repeat), False),
+        ("parse message", best_us(parse_message, [plaintexts] * repeat), False),
         ("delivery.answer", best_us(lambda mp: host.delivery.answer(bot, *mp), answer_inputs), False),
         ("store.add: dedup claim", best_us(lambda k: host.store.add(k, "running", 900), key_batches), True),
         ("thread-pool hop (slow plugins only)", best_us(lambda _: hop.submit(int).result(timeout=5), indexes), True),

@@ -1,6 +1,6 @@
 """Requests per second of the full callback path against a bare Flask endpoint.
 
-    python benchmarks/run.py [--duration 10] [--rounds 3] [--connections 16] [--threads 1]
+    python benchmarks/run.py [--duration 8] [--rounds 5] [--connections 16] [--threads 1]
 
 Both sides run under gunicorn with the project's ``gunicorn.conf.py`` (same
 workers, threads and worker class; bound to a free 127.0.0.1 port) and are
@@ -262,9 +262,9 @@ def measure(side: str, round_no: int, tmp: Path, pool: Pool, wrk: str, args: arg
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--duration", type=float, default=10, help="seconds measured per side and round (default 10)")
+    parser.add_argument("--duration", type=float, default=8, help="seconds measured per side and round (default 8)")
     parser.add_argument("--warmup", type=float, default=2, help="seconds of warm-up before each measurement (default 2)")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds, each measuring both sides (default 3)")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds, each measuring both sides (default 5)")
     parser.add_argument("--connections", type=int, default=16, help="wrk connections (default 16)")
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, configs, pool)")
