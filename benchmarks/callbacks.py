@@ -12,8 +12,8 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from wechatbot.crypto import generate_aes_key, generate_token
-from wechatbot.simulator import SimulatedWeCom, message_xml
+from wechatbot.wecom.crypto import generate_aes_key, generate_token
+from wechatbot.testing.simulator import SimulatedWeCom, message_xml
 
 CORP_ID = "ww_bench_corp"
 PATH = "/callback"

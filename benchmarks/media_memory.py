@@ -74,7 +74,7 @@ def main() -> int:
         child(*args.child)
         return 0
 
-    from wechatbot.fake_wecom import FakeWeComAPI
+    from wechatbot.testing.fake_api import FakeWeComAPI
 
     size = args.size_mb * MIB
     secret = os.urandom(16).hex()

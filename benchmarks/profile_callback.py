@@ -87,10 +87,10 @@ def profile(args: argparse.Namespace, tmp: Path) -> None:
 
     from bare_app import app as bare
     from wechatbot import create_app
-    from wechatbot.crypto import parse_envelope
+    from wechatbot.wecom.crypto import parse_envelope
     from wechatbot.dispatch import first_reply
-    from wechatbot.messages import parse_message
-    from wechatbot.replies import TextReply
+    from wechatbot.wecom.messages import parse_message
+    from wechatbot.wecom.replies import TextReply
 
     creds = Credentials.generate()
     app = create_app(write_config(tmp / "bench.ini", creds, tmp / "bench.db"))

@@ -179,7 +179,7 @@ def run_wrk(wrk: str, url: str, pool: Pool, seconds: float, args: argparse.Names
 
 def check_echo(url: str, creds: Credentials) -> None:
     """Send one real callback; fail loudly unless it comes back as an encrypted echo."""
-    from wechatbot.simulator import http_transport
+    from wechatbot.testing.simulator import http_transport
 
     text = f"benchmark check {time.time_ns()}"
     try:

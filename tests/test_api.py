@@ -28,8 +28,8 @@ from wechatbot.api import (
     webhook_send,
 )
 from wechatbot.config import config_from_sections
-from wechatbot.crypto import generate_aes_key, generate_token
-from wechatbot.fake_wecom import FakeWeComAPI
+from wechatbot.wecom.crypto import generate_aes_key, generate_token
+from wechatbot.testing.fake_api import FakeWeComAPI
 from wechatbot.store import Store, open_store
 
 AGENT_ID = 1000002

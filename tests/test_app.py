@@ -7,8 +7,8 @@ import time
 import pytest
 
 from wechatbot import hookimpl
-from wechatbot.crypto import signature
-from wechatbot.replies import (
+from wechatbot.wecom.crypto import signature
+from wechatbot.wecom.replies import (
     Article,
     ButtonUpdateReply,
     ImageReply,
@@ -17,7 +17,7 @@ from wechatbot.replies import (
     VideoReply,
     VoiceReply,
 )
-from wechatbot.simulator import message_xml
+from wechatbot.testing.simulator import message_xml
 from wechatbot.testing import app_sections, make_app, simulated_wecom
 
 

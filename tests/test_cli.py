@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from wechatbot.cli import _register_plugin_commands, cli
 from wechatbot.config import load_config
-from wechatbot.crypto import WeComCrypto
+from wechatbot.wecom.crypto import WeComCrypto
 from wechatbot.testing import free_port, wait_until_serving
 
 

@@ -1,4 +1,4 @@
-"""Tests for wechatbot.crypto: vectors, round trips, envelopes, errors, interop.
+"""Tests for wechatbot.wecom.crypto: vectors, round trips, envelopes, errors, interop.
 
 Interop runs against two other implementations: a minimal one written here on
 pycryptodome (wechatbot itself uses `cryptography`), and the official
@@ -21,8 +21,8 @@ import pytest
 from Crypto.Cipher import AES
 from Crypto.Util.Padding import pad, unpad
 
-import wechatbot.crypto as crypto_module
-from wechatbot.crypto import (
+import wechatbot.wecom.crypto as crypto_module
+from wechatbot.wecom.crypto import (
     AESKeyError,
     BuildReplyError,
     ComputeSignatureError,
@@ -777,7 +777,7 @@ def test_official_rejects_our_reply_for_other_receive_id(official, crypto: WeCom
 def test_random_prefixes_differ_across_a_fork() -> None:
     import os
 
-    from wechatbot.crypto import _random_prefix
+    from wechatbot.wecom.crypto import _random_prefix
 
     _random_prefix()  # the parent now holds unused random bytes
     read, write = os.pipe()

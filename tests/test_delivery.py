@@ -9,7 +9,7 @@ import pytest
 
 from wechatbot import hookimpl
 from wechatbot.jobs import Jobs, queue_for
-from wechatbot.simulator import event_xml, message_xml
+from wechatbot.testing.simulator import event_xml, message_xml
 from wechatbot.store import open_store
 from wechatbot.testing import app_sections, make_app, simulated_wecom
 
@@ -190,7 +190,7 @@ class Kinds:
 
     @hookimpl
     def handle_message(self, message):
-        from wechatbot.replies import Article, ImageReply, MarkdownReply, NewsReply, VideoReply, VoiceReply
+        from wechatbot.wecom.replies import Article, ImageReply, MarkdownReply, NewsReply, VideoReply, VoiceReply
 
         time.sleep(0.4)
         return {
@@ -226,7 +226,7 @@ def test_reply_to_an_event_without_passive_replies_is_pushed(fake_wecom_api) -> 
 
 
 def test_late_card_update_goes_to_the_update_api_with_the_events_response_code(fake_wecom_api) -> None:
-    from wechatbot.replies import ButtonUpdateReply
+    from wechatbot.wecom.replies import ButtonUpdateReply
 
     class Approver:
         @hookimpl

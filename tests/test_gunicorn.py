@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from wechatbot.fake_wecom import FakeWeComAPI
-from wechatbot.simulator import SimulatedWeCom, http_transport, message_xml
+from wechatbot.testing.fake_api import FakeWeComAPI
+from wechatbot.testing.simulator import SimulatedWeCom, http_transport, message_xml
 from wechatbot.testing import app_sections, free_port, ini_text, wait_until_serving
 
 ROOT = Path(__file__).resolve().parent.parent

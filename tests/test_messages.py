@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from wechatbot import messages
-from wechatbot.messages import (
+from wechatbot.wecom import messages
+from wechatbot.wecom.messages import (
     parse_xml,
     BatchJobResultEvent,
     ChangeContactEvent,
@@ -43,7 +43,7 @@ from wechatbot.messages import (
     message_from_dict,
     parse_message,
 )
-from wechatbot.simulator import event_xml, message_xml
+from wechatbot.testing.simulator import event_xml, message_xml
 
 HEAD = """<xml>
 <ToUserName><![CDATA[ww_corp]]></ToUserName>

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from wechatbot.simulator import SimulatedWeCom, http_transport
+from wechatbot.testing.simulator import SimulatedWeCom, http_transport
 from wechatbot.testing import app_sections, free_port, ini_text, wait_until_serving
 
 GUIDE = Path(__file__).resolve().parent.parent / "docs" / "writing-a-plugin.md"

@@ -7,7 +7,7 @@ import json
 import pytest
 import xmltodict
 
-from wechatbot.replies import (
+from wechatbot.wecom.replies import (
     TEXT_PASSIVE_LIMIT,
     Article,
     ButtonUpdateReply,

@@ -12,9 +12,9 @@ from typing import Iterator
 import pytest
 from click.testing import CliRunner
 
-from wechatbot.crypto import generate_aes_key, generate_token
-from wechatbot.fake_wecom import FakeWeComAPI
-from wechatbot.send_command import MessageError, apply_fields, parse_message, parse_scalar, send, set_path
+from wechatbot.wecom.crypto import generate_aes_key, generate_token
+from wechatbot.testing.fake_api import FakeWeComAPI
+from wechatbot.cli.send import MessageError, apply_fields, parse_message, parse_scalar, send, set_path
 
 CORP_ID = "ww_send_test"
 AGENT_ID = 1000002

@@ -12,10 +12,10 @@ import redis
 
 from wechatbot.app import Host
 from wechatbot.config import load_config
-from wechatbot.fake_wecom import FakeWeComAPI
-from wechatbot.messages import parse_message
-from wechatbot.replies import TextReply
-from wechatbot.simulator import message_xml
+from wechatbot.testing.fake_api import FakeWeComAPI
+from wechatbot.wecom.messages import parse_message
+from wechatbot.wecom.replies import TextReply
+from wechatbot.testing.simulator import message_xml
 
 REDIS_URL = "redis://127.0.0.1:6379/14"
 

@@ -14,11 +14,11 @@ _EXPORTS = {
     "create_app": "app",
     "PluginContext": "context",
     "hookimpl": "hookspecs",
-    **{name: "messages" for name in (
+    **{name: "wecom.messages" for name in (
         "Message", "Event", "TextMessage", "ImageMessage", "VoiceMessage", "VideoMessage",
         "FileMessage", "LocationMessage", "LinkMessage", "parse_message",
     )},
-    **{name: "replies" for name in (
+    **{name: "wecom.replies" for name in (
         "Reply", "ReplyError", "TextReply", "MarkdownReply", "ImageReply", "VoiceReply",
         "VideoReply", "NewsReply", "Article", "TemplateCardUpdateReply",
     )},

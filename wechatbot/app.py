@@ -16,7 +16,7 @@ from flask import Flask, Response, request
 from .bot import Bot, ReplayError
 from .callback import QUERY_KEYS, CallbackEndpoint, refuse
 from .config import Config, load_config
-from .crypto import SignatureError, WeComCryptoError
+from .wecom.crypto import SignatureError, WeComCryptoError
 from .delivery import Delivery
 from .plugins import LoadedPlugin, installed_plugins, load, plugin_manager, select
 from .store import open_store

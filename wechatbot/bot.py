@@ -16,11 +16,11 @@ import pluggy
 
 from .config import AppConfig, Config
 from .context import PluginContext
-from .crypto import SignatureError, WeComCrypto
+from .wecom.crypto import SignatureError, WeComCrypto
 from .dispatch import first_reply, hook_for, notify_all
-from .messages import Message, parse_message
+from .wecom.messages import Message, parse_message
 from .plugins import LoadedPlugin, call_order, inline_prefix
-from .replies import Reply
+from .wecom.replies import Reply
 from .store import Store
 
 if TYPE_CHECKING:

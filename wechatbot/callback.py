@@ -12,8 +12,8 @@ from typing import Any, Callable, Iterable
 from urllib.parse import parse_qsl
 
 from .bot import Bot, ReplayError
-from .crypto import SignatureError, WeComCryptoError
-from .messages import MessageParseError
+from .wecom.crypto import SignatureError, WeComCryptoError
+from .wecom.messages import MessageParseError
 
 log = logging.getLogger("wechatbot")
 

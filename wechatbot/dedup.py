@@ -14,7 +14,7 @@ import os
 import threading
 import time
 
-from .messages import Message
+from .wecom.messages import Message
 from .store import Store
 
 log = logging.getLogger("wechatbot.dedup")

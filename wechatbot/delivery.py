@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from .dedup import Dedup, callback_key
 from .jobs import Jobs, queue_for
-from .messages import Message, parse_message
+from .wecom.messages import Message, parse_message
 from .process import current_pid
-from .replies import Reply, TextReply, as_reply
+from .wecom.replies import Reply, TextReply, as_reply
 
 if TYPE_CHECKING:
     from .api import WeComAPI

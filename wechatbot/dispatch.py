@@ -13,7 +13,7 @@ from typing import Any, Callable, Mapping
 import pluggy
 
 from .plugins import call_order
-from .replies import Reply, ReplyError, TextReply, as_reply
+from .wecom.replies import Reply, ReplyError, TextReply, as_reply
 
 log = logging.getLogger("wechatbot.dispatch")
 

@@ -6,7 +6,7 @@ are the hooks below. It may take any subset of a hook's arguments, by name.
 ``handle_message`` and ``handle_event`` are called plugin by plugin in the
 configured order; the first one that returns something other than ``None``
 answers, and one that raises is logged and skipped. Return a ``str`` (a text
-reply) or a ``wechatbot.replies.Reply``.
+reply) or a ``wechatbot.Reply``.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     import click
 
     from .context import PluginContext
-    from .messages import Event, Message
+    from .wecom.messages import Event, Message
 
 hookspec = pluggy.HookspecMarker("wechatbot")
 hookimpl = pluggy.HookimplMarker("wechatbot")

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from wechatbot import create_app
-from wechatbot.simulator import SimulatedWeCom
+from wechatbot.testing.simulator import SimulatedWeCom
 from wechatbot.testing import app_sections, make_app, simulated_wecom
 
 

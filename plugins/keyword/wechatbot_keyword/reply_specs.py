@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Collection, Mapping
 
 from wechatbot import Article, ImageReply, MarkdownReply, NewsReply, Reply, TextReply, VideoReply, VoiceReply
-from wechatbot.replies import NEWS_ARTICLE_LIMIT
+from wechatbot.wecom.replies import NEWS_ARTICLE_LIMIT
 
 from .problems import BadRule
 from .template import Template, compile_template

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from wechatbot import hookimpl
-from wechatbot.simulator import SimulatedWeCom
+from wechatbot.testing.simulator import SimulatedWeCom
 from wechatbot.testing import app_sections, make_app, simulated_wecom
 
 MB = 1024 * 1024

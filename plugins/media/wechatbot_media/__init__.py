@@ -29,7 +29,7 @@ from pathlib import Path
 
 from wechatbot import PluginContext, hookimpl
 from wechatbot.api import MediaLimitError, WeComError
-from wechatbot.messages import MediaMessage, Message
+from wechatbot.wecom.messages import MediaMessage, Message
 
 from . import storage
 from .settings import KINDS, Settings, check_folder, configured, parse

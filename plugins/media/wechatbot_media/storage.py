@@ -16,7 +16,7 @@ import uuid
 from pathlib import Path
 
 from wechatbot.api import MediaFile, WeComAPI
-from wechatbot.messages import MediaMessage
+from wechatbot.wecom.messages import MediaMessage
 
 #: Content types whose extension is kept; anything else falls back to KIND_EXTENSIONS.
 EXTENSIONS = {

@@ -35,12 +35,12 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Iterable
 import requests
 from requests.adapters import HTTPAdapter
 
-from .config import DEFAULT_API_BASE
-from .replies import split_text
+from ..config import DEFAULT_API_BASE
+from ..wecom.replies import split_text
 
 if TYPE_CHECKING:
-    from .config import AppConfig
-    from .store import Store
+    from ..config import AppConfig
+    from ..store import Store
 
 __all__ = [
     "DEFAULT_API_BASE",

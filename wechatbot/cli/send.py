@@ -132,9 +132,9 @@ def send(message_file: Any, message_text: str | None, fields: tuple[str, ...], a
     filled in from the app's config. The exit code is 1 when WeCom answers
     with an error.
     """
-    from .api import WeComError, client_for
-    from .config import ConfigError, load_config
-    from .store import StoreURLError, open_store
+    from ..api import WeComError, client_for
+    from ..config import ConfigError, load_config
+    from ..store import StoreURLError, open_store
 
     if message_file is not None and message_text is not None:
         raise click.UsageError("give the message either as MESSAGE_FILE or with -m, not both")

@@ -1,30 +1,15 @@
-"""Test a wechatbot plugin in a few lines (also loaded as a pytest plugin).
-
-Fixtures, each meant to be overridden in your ``conftest.py``:
-
-- ``wechatbot_plugins``: ``{name: module}`` of plugins under test (default: the
-  installed ones chosen by ``[wechatbot] plugins``);
-- ``wechatbot_sections``: extra INI sections, e.g. ``{"plugin:keyword": {...}}``;
-- ``fake_wecom_api``: a fake WeCom server API on 127.0.0.1 (message/send, media …);
-- ``wechatbot_app``: the Flask app, configured with generated credentials;
-- ``wecom``: a simulated WeCom that sends a message or event in one call and
-  returns the decrypted reply::
-
-      def test_hello(wecom):
-          assert wecom.text("hello").content == "hello"
-"""
+"""Helpers for tests that build hosts: credentials, config text, apps in this process or in others."""
 from __future__ import annotations
 
 import secrets
 import socket
 import time
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
-import pytest
 from flask import Flask
 
-from .config import config_from_sections
-from .crypto import generate_aes_key, generate_token
+from ..config import config_from_sections
+from ..wecom.crypto import generate_aes_key, generate_token
 from .simulator import SimulatedWeCom, Transport
 
 TEST_CORP_ID = "ww_test_corp"
@@ -61,7 +46,7 @@ def make_app(sections: Mapping[str, Mapping[str, str]] | None = None, plugins: M
     With ``plugins``, exactly those plugin objects are used (unless the
     sections name others in ``[wechatbot] plugins``).
     """
-    from .app import create_app
+    from ..app import create_app
 
     sections = {k: dict(v) for k, v in (sections or app_sections()).items()}
     if plugins is not None:
@@ -107,39 +92,3 @@ def wait_until_serving(url: str, timeout: float = 30.0) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"nothing answered {url}/healthz within {timeout:g} s")
         time.sleep(0.1)
-
-
-@pytest.fixture
-def wechatbot_plugins() -> Mapping[str, Any] | None:
-    """Plugins under test as ``{name: module}``; ``None`` uses the installed ones."""
-    return None
-
-
-@pytest.fixture
-def wechatbot_sections() -> dict[str, dict[str, str]]:
-    """Extra INI sections for the test app (``{"plugin:NAME": {...}}``)."""
-    return {}
-
-
-@pytest.fixture
-def fake_wecom_api() -> Iterator[Any]:
-    """A fake WeCom server API on 127.0.0.1 that records what the bot sends."""
-    from .fake_wecom import FakeWeComAPI
-
-    with FakeWeComAPI() as fake:
-        yield fake
-
-
-@pytest.fixture
-def wechatbot_app(wechatbot_plugins: Mapping[str, Any] | None, wechatbot_sections: dict[str, dict[str, str]], fake_wecom_api: Any) -> Flask:
-    """The Flask app under test, its API pointed at ``fake_wecom_api``."""
-    sections = app_sections(api_base=fake_wecom_api.url, **wechatbot_sections)
-    app_section = sections["wecom"]
-    fake_wecom_api.add_app(app_section["corp_id"], app_section["secret"])
-    return make_app(sections, wechatbot_plugins)
-
-
-@pytest.fixture
-def wecom(wechatbot_app: Flask) -> SimulatedWeCom:
-    """A simulated WeCom talking to ``wechatbot_app``."""
-    return simulated_wecom(wechatbot_app)

@@ -10,8 +10,8 @@ from typing import Any
 
 import click
 
-from .config import ConfigError, load_config, write_dev_config
-from .crypto import generate_aes_key, generate_token
+from ..config import ConfigError, load_config, write_dev_config
+from ..wecom.crypto import generate_aes_key, generate_token
 
 CONFIG_OPTION = click.option(
     "--config", "config_path", envvar="WECHATBOT_CONFIG", type=click.Path(dir_okay=False),
@@ -66,7 +66,7 @@ def genkey() -> None:
 @click.option("--debug", is_flag=True)
 def serve(config_path: str | None, host: str, port: int, debug: bool) -> None:
     """Run the bot host with Flask's development server (use gunicorn in production)."""
-    from .app import create_app
+    from ..app import create_app
 
     app = create_app(_load(config_path))
     for bot in app.extensions["wechatbot"].bots.values():
@@ -79,8 +79,8 @@ def serve(config_path: str | None, host: str, port: int, debug: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def plugins_command(config_path: str | None, as_json: bool) -> None:
     """List installed plugins: version, source, hooks, and the order each app calls them in."""
-    from .app import Host
-    from .plugins import call_order
+    from ..app import Host
+    from ..plugins import call_order
 
     host = Host(_load(config_path))
     # Per app and hook, the order plugins are really asked in (tryfirst/trylast included).
@@ -128,7 +128,7 @@ def simulate(config_path: str | None, url: str, app_name: str, verify: bool, tex
     URL is the full callback URL: local (http://127.0.0.1:8000/callback) or a
     tunnel's public one. The keys come from the config.
     """
-    from .simulator import SimulatedWeCom, event_xml, http_transport, message_xml
+    from ..testing.simulator import SimulatedWeCom, event_xml, http_transport, message_xml
 
     app = _load(config_path).app(app_name)
     sim = SimulatedWeCom(http_transport(url), app.token, app.encoding_aes_key, app.receive_id, path="")
@@ -158,8 +158,8 @@ def worker(config_path: str | None) -> None:
 
     Useful with a Redis store when several hosts share one queue.
     """
-    from .app import Host
-    from .jobs import describe, run_standalone
+    from ..app import Host
+    from ..jobs import describe, run_standalone
 
     host = Host(_load(config_path))
     for bot in host.bots.values():
@@ -170,7 +170,7 @@ def worker(config_path: str | None) -> None:
 
 def _register_plugin_commands(group: click.Group) -> None:
     """Let plugins add subcommands (``register_commands`` hook)."""
-    from .plugins import installed_plugins, load, plugin_manager, select
+    from ..plugins import installed_plugins, load, plugin_manager, select
 
     try:
         config = load_config() if os.environ.get("WECHATBOT_CONFIG") else None
@@ -185,12 +185,10 @@ def _register_plugin_commands(group: click.Group) -> None:
 
 def main() -> None:
     """Console-script entry point."""
-    from .send_command import send
+    from .send import send
 
     cli.add_command(send)
     _register_plugin_commands(cli)
     cli()
 
 
-if __name__ == "__main__":
-    main()

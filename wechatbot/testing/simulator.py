@@ -14,7 +14,7 @@ from urllib.parse import urlencode
 
 import xmltodict
 
-from .crypto import WeComCrypto, parse_envelope, signature
+from ..wecom.crypto import WeComCrypto, parse_envelope, signature
 
 # Field names WeCom uses in the plaintext XML, for the keyword arguments of `message`.
 FIELD_NAMES = {

@@ -47,7 +47,7 @@ from xml.sax.saxutils import escape as _xml_escape
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from .process import current_pid
+from ..process import current_pid
 
 __all__ = [
     "AESKeyError",

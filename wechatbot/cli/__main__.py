@@ -1,0 +1,4 @@
+"""``python -m wechatbot.cli``: the ``wechatbot`` command."""
+from . import main
+
+main()
