@@ -17,6 +17,7 @@ from typing import Iterator
 
 import pytest
 
+from wechatbot.testing import redis_test_url
 from wechatbot.api import (
     MSGTYPES,
     MediaLimitError,
@@ -33,7 +34,7 @@ from wechatbot.testing.fake_api import FakeWeComAPI
 from wechatbot.store import Store, open_store
 
 AGENT_ID = 1000002
-REDIS_URL = "redis://127.0.0.1:6379/15"
+REDIS_URL = redis_test_url(1)
 
 
 @pytest.fixture

@@ -15,9 +15,10 @@ from typing import Callable, Iterator
 
 import pytest
 
+from wechatbot.testing import redis_test_url
 from wechatbot.store import SQLiteStore, Store, StoreURLError, open_store
 
-REDIS_URL = "redis://127.0.0.1:6379/15"
+REDIS_URL = redis_test_url(1)
 
 
 def _redis_or_skip() -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from wechatbot.testing import redis_test_url
 from wechatbot.app import Host
 from wechatbot.config import load_config
 from wechatbot.testing.fake_api import FakeWeComAPI
@@ -17,7 +18,7 @@ from wechatbot.wecom.messages import parse_message
 from wechatbot.wecom.replies import TextReply
 from wechatbot.testing.simulator import message_xml
 
-REDIS_URL = "redis://127.0.0.1:6379/14"
+REDIS_URL = redis_test_url(0)
 
 PLUGIN = '''
 from wechatbot import hookimpl

@@ -4,9 +4,12 @@ The pytest fixtures (``wecom``, ``wechatbot_app`` …) are installed as the pyte
 plugin ``wechatbot.testing.pytest_plugin``; the helpers below are for tests that
 build hosts themselves.
 """
-from .hosts import TEST_CORP_ID, app_sections, flask_transport, free_port, ini_text, make_app, simulated_wecom, wait_until_serving
+from .hosts import (
+    TEST_CORP_ID, app_sections, flask_transport, free_port, ini_text, make_app, simulated_wecom, redis_test_url,
+    wait_until_serving,
+)
 
 __all__ = [
-    "TEST_CORP_ID", "app_sections", "flask_transport", "free_port", "ini_text", "make_app",
+    "TEST_CORP_ID", "app_sections", "flask_transport", "free_port", "ini_text", "make_app", "redis_test_url",
     "simulated_wecom", "wait_until_serving",
 ]

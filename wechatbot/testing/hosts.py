@@ -92,3 +92,16 @@ def wait_until_serving(url: str, timeout: float = 30.0) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"nothing answered {url}/healthz within {timeout:g} s")
         time.sleep(0.1)
+
+
+def redis_test_url(which: int = 0) -> str:
+    """The URL of a Redis database the tests may empty: ``which`` is 0 or 1.
+
+    The server is the machine's at 127.0.0.1:6379. ``$WECHATBOT_TEST_REDIS_DB``
+    names the first of the two databases (default 14), so that test runs from
+    several checkouts at once keep out of each other's keys.
+    """
+    import os
+
+    first = int(os.environ.get("WECHATBOT_TEST_REDIS_DB", "14"))
+    return f"redis://127.0.0.1:6379/{first + which}"
