@@ -14,6 +14,7 @@ _EXPORTS = {
     "create_app": "app",
     "PluginContext": "context",
     "hookimpl": "hookspecs",
+    "WechatbotError": "errors",
     **{name: "wecom.messages" for name in (
         "Message", "Event", "TextMessage", "ImageMessage", "VoiceMessage", "VideoMessage",
         "FileMessage", "LocationMessage", "LinkMessage", "parse_message",

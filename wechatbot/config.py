@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+from .errors import WechatbotError
+
 DEFAULT_API_BASE = "https://qyapi.weixin.qq.com"
 DEFAULT_STORE = "sqlite:///var/wechatbot.db"
 
@@ -26,7 +28,7 @@ HOST_KEYS = {
 REQUIRED_APP_KEYS = ("corp_id", "token", "encoding_aes_key")
 
 
-class ConfigError(ValueError):
+class ConfigError(WechatbotError, ValueError):
     """A configuration problem, with a message that names the key to fix."""
 
 

@@ -5,13 +5,15 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
+from .errors import WechatbotError
+
 if TYPE_CHECKING:
     from .api import WeComAPI
     from .config import AppConfig
     from .store import Store
 
 
-class NoAPIError(RuntimeError):
+class NoAPIError(WechatbotError, RuntimeError):
     """A plugin asked for the WeCom API but the app has no ``secret`` configured."""
 
 

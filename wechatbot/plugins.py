@@ -17,11 +17,12 @@ from typing import Any, Callable, Iterable, Mapping
 import pluggy
 
 from . import hookspecs
+from .errors import WechatbotError
 
 ENTRY_POINT_GROUP = "wechatbot"
 
 
-class PluginLoadError(RuntimeError):
+class PluginLoadError(WechatbotError, RuntimeError):
     """A plugin cannot be found or loaded; the message names it and the way out."""
 
 

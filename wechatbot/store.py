@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Callable, Iterator, TypeVar
 from urllib.parse import urlsplit
 
+from .errors import WechatbotError
 from .process import current_pid
 
 if TYPE_CHECKING:
@@ -61,7 +62,7 @@ def _redact(url: str) -> str:
     return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#]*@", r"\1***@", url)
 
 
-class StoreURLError(ValueError):
+class StoreURLError(WechatbotError, ValueError):
     """``[wechatbot] store`` holds a URL no backend accepts.
 
     The message names the config key, the offending value (user-info hidden)

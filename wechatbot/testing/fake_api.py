@@ -32,14 +32,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable
 
+from ..wecom.limits import MSGTYPES, NEWS_ARTICLE_LIMIT, TEXT_LIMIT
+
 __all__ = ["FakeWeComAPI", "RecordedRequest", "Upload"]
 
-TEXT_LIMIT = 2048
-MAX_ARTICLES = 8
-MSGTYPES = frozenset({
-    "text", "image", "voice", "video", "file", "textcard", "news", "mpnews",
-    "markdown", "miniprogram_notice", "template_card",
-})
+MAX_ARTICLES = NEWS_ARTICLE_LIMIT
 INTERACTIVE_CARDS = frozenset({"button_interaction", "vote_interaction", "multiple_interaction"})
 # type -> (largest size in bytes, WeCom's errcode for a file that is too big)
 UPLOAD_LIMITS = {

@@ -47,7 +47,9 @@ from xml.sax.saxutils import escape as _xml_escape
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from ..errors import WechatbotError
 from ..process import current_pid
+from .limits import XML_ILLEGAL
 
 __all__ = [
     "AESKeyError",
@@ -75,8 +77,6 @@ _PREFIX = 16
 _LEN = struct.Struct(">I")
 _ALNUM = string.ascii_letters + string.digits
 _AES_KEY_RE = re.compile(r"[A-Za-z0-9]{43}")
-# XML 1.0 forbids these characters anywhere in a document, even in CDATA.
-_XML_ILLEGAL_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
 _WHITESPACE = b" \t\r\n"
 _UTF8_BOM = b"\xef\xbb\xbf"
 _MAX_SHOWN_ID = 64
@@ -98,7 +98,7 @@ _SIMPLE_XML_ENVELOPE = re.compile(
 )
 
 
-class WeComCryptoError(Exception):
+class WeComCryptoError(WechatbotError):
     """A callback could not be verified, decrypted or sealed.
 
     ``code`` is the official library return code; ``str(e)`` says what to
@@ -557,7 +557,7 @@ class WeComCrypto:
                 ensure_ascii=False,
             )
         for name, value in (("nonce", nonce), ("timestamp", timestamp)):
-            if _XML_ILLEGAL_RE.search(value):
+            if XML_ILLEGAL.search(value):
                 raise BuildReplyError(f"the {name} holds characters that XML cannot carry")
         if "]]>" in nonce:
             raise BuildReplyError("the nonce contains ']]>' and cannot go into a CDATA section")

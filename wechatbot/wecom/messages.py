@@ -20,6 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 from xml.parsers import expat
 
+from ..errors import WechatbotError
+from .limits import XML_ILLEGAL_CHARS
+
 
 __all__ = [
     "MessageParseError",
@@ -61,7 +64,7 @@ __all__ = [
 ]
 
 
-class MessageParseError(ValueError):
+class MessageParseError(WechatbotError, ValueError):
     """The decrypted plaintext is not a WeCom message we can read."""
 
 
@@ -151,7 +154,7 @@ def _xml_to_dict(xml: str) -> Any:
 # into \n; such text takes the slow path rather than copying that). CDATA
 # text may hold "]" but not "]]>", which ends it; plain text may hold
 # neither (WeCom's plain fields are numbers, and "]]>" is refused there).
-_NOT_FLAT_CHARS = r"\x00-\x08\x0b\x0c\x0e-\x1f\r\ud800-\udfff\ufffe\uffff"
+_NOT_FLAT_CHARS = XML_ILLEGAL_CHARS + "\r"
 _CDATA_TEXT = rf"[^\]{_NOT_FLAT_CHARS}]*(?:\](?!\]>)[^\]{_NOT_FLAT_CHARS}]*)*"
 _PLAIN_TEXT = rf"[^<&\]{_NOT_FLAT_CHARS}]*"
 _XML_SPACE = " \t\r\n"

@@ -14,10 +14,12 @@ callback, so it is plain string building, not a DOM.
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
+
+from ..errors import WechatbotError
+from .limits import NEWS_ARTICLE_LIMIT, TEXT_LIMIT, XML_ILLEGAL
 
 __all__ = [
     "TEXT_PASSIVE_LIMIT",
@@ -41,9 +43,7 @@ __all__ = [
 
 #: A passive text reply (and a message/send text) holds at most this many
 #: UTF-8 bytes; WeCom cuts longer texts.
-TEXT_PASSIVE_LIMIT = 2048
-#: WeCom accepts at most this many articles in one news message.
-NEWS_ARTICLE_LIMIT = 8
+TEXT_PASSIVE_LIMIT = TEXT_LIMIT
 
 
 class ReplyError(Exception):
@@ -63,23 +63,19 @@ class ReplyError(Exception):
         return TextReply(self.text)
 
 
-class ReplyFormError(ValueError):
+class ReplyFormError(WechatbotError, ValueError):
     """The reply has no form for the requested channel (passive XML or push)."""
 
 
-class TooManyArticles(ValueError):
+class TooManyArticles(WechatbotError, ValueError):
     """A news reply was given more articles than WeCom shows."""
 
 
 # ---------------------------------------------------------------------------
 # XML building blocks
 
-# Characters XML 1.0 cannot carry at all, not even in CDATA or as references.
-_XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
-
-
 def _cdata(value: str) -> str:
-    value = _XML_INVALID.sub("", value)
+    value = XML_ILLEGAL.sub("", value)
     return "<![CDATA[" + value.replace("]]>", "]]]]><![CDATA[>") + "]]>"
 
 
