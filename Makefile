@@ -14,6 +14,11 @@ $(BIN)/.installed: setup.cfg $(wildcard plugins/*/setup.cfg)
 
 install: $(BIN)/.installed
 
+# The benchmark's alternatives (wechatpy, Tencent's sample) come with the bench extra.
+$(BIN)/.bench-installed: $(BIN)/.installed setup.cfg
+	$(BIN)/pip install -q -e '.[test,bench]'
+	touch $@
+
 # Writes config.ini with a fresh Token/EncodingAESKey on first run, prints them,
 # and serves the callback at http://127.0.0.1:8000/callback under gunicorn.
 serve: install
@@ -23,7 +28,8 @@ serve: install
 test: install
 	$(BIN)/pytest
 
-bench: install
+# wechatbot against a bare Flask route, Tencent's sample and wechatpy (needs wrk: apt-get install wrk).
+bench: $(BIN)/.bench-installed
 	$(BIN)/python benchmarks/run.py
 
 clean:

@@ -5,7 +5,7 @@
 -- Thread k sends lines offset+k, offset+k+threads, ... so no two threads
 -- share a line; a thread that runs past the end starts over and counts the
 -- repeats, which done() reports. done() prints one JSON line starting with
--- "RESULT " that run.py reads.
+-- "RESULT " that run.py reads, with the latency percentiles in microseconds.
 
 local threads = {}
 local counter = 0
@@ -48,7 +48,7 @@ function response(status, _, body)
    end
 end
 
-function done(summary, _, _)
+function done(summary, latency, _)
    local totals = { sent = 0, repeats = 0, bad_status = 0, empty = 0 }
    for _, t in ipairs(threads) do
       for key, _ in pairs(totals) do
@@ -58,7 +58,9 @@ function done(summary, _, _)
    local e = summary.errors
    io.write(string.format(
       'RESULT {"requests": %d, "duration_us": %d, "sent": %d, "repeats": %d, "bad_status": %d, "empty": %d, ' ..
-      '"connect_errors": %d, "read_errors": %d, "write_errors": %d, "timeouts": %d}\n',
+      '"connect_errors": %d, "read_errors": %d, "write_errors": %d, "timeouts": %d, ' ..
+      '"p50_us": %d, "p99_us": %d, "max_us": %d}\n',
       summary.requests, summary.duration, totals.sent, totals.repeats, totals.bad_status, totals.empty,
-      e.connect, e.read, e.write, e.timeout))
+      e.connect, e.read, e.write, e.timeout,
+      latency:percentile(50), latency:percentile(99), latency.max))
 end
