@@ -9,6 +9,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Callable, Iterator
@@ -441,3 +442,23 @@ def test_sqlite_store_opened_by_many_processes_at_once(tmp_path) -> None:
         outcomes = [p.communicate(timeout=60) for p in procs]
         assert [out.strip() for out, _ in outcomes] == ["True"] * 8, [err for _, err in outcomes if err]
 
+
+
+def test_incr_counts_atomically_from_zero(store: Store, key: Callable[[str], str]) -> None:
+    k = key("counter")
+    assert store.incr(k) == 1
+    assert store.incr(k, 5) == 6
+    assert store.get(k) == "6"
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda _: store.incr(k), range(40)))
+    assert store.get(k) == "46"
+
+
+def test_incr_ttl_is_a_fixed_window(store: Store, key: Callable[[str], str]) -> None:
+    k = key("window")
+    assert store.incr(k, ttl=0.3) == 1
+    time.sleep(0.15)
+    assert store.incr(k, ttl=0.3) == 2  # later calls do not extend the window
+    time.sleep(0.25)
+    assert store.get(k) is None
+    assert store.incr(k, ttl=0.3) == 1

@@ -16,6 +16,7 @@ import pluggy
 
 from .config import AppConfig, Config
 from .context import PluginContext
+from .storage import PluginStorage
 from .wecom.crypto import SignatureError, WeComCrypto
 from .dispatch import first_reply, hook_for, notify_all
 from .wecom.messages import Message, parse_message
@@ -63,7 +64,7 @@ class Bot:
         self.crypto = WeComCrypto(app.token, app.encoding_aes_key, app.receive_id)
         self.contexts = {
             p.name: PluginContext(
-                p.name, app, config.plugin_config(p.name), store,
+                p.name, app, config.plugin_config(p.name), PluginStorage(store, p.name),
                 api_factory=lambda: self.api, defer_hook=self._defer, notify_hook=self.notify,
             )
             for p in plugins

@@ -10,29 +10,44 @@ from .errors import WechatbotError
 if TYPE_CHECKING:
     from .api import WeComAPI
     from .config import AppConfig
-    from .store import Store
+    from .conversations import Conversations
+    from .storage import PluginStorage
+    from .wecom.replies import Reply
 
 
 class NoAPIError(WechatbotError, RuntimeError):
     """A plugin asked for the WeCom API but the app has no ``secret`` configured."""
 
 
-@dataclass
+@dataclass(frozen=True, eq=False)
 class PluginContext:
     """One plugin's view of one app.
 
     ``config`` is the plugin's ``[plugin:NAME]`` section as plain strings,
-    ``log`` a logger named ``wechatbot.plugin.NAME``, ``store`` the host's
-    shared store and ``api`` the app's WeCom API client.
+    ``log`` a logger named ``wechatbot.plugin.NAME``, ``storage`` the
+    plugin's own key-value storage and ``api`` the app's WeCom API client.
+
+    A context is made once per plugin and app and never changes: two
+    contexts are equal (and hash alike) when they are the same plugin on the
+    same app, so a plugin may key its own caches by ``context``.
     """
 
     plugin_name: str
     app: AppConfig
     config: dict[str, str] = field(default_factory=dict)
-    store: Store | None = None
+    storage: PluginStorage | None = field(default=None, repr=False)
+    conversations: Conversations | None = field(default=None, repr=False)
     api_factory: Callable[[], WeComAPI] | None = field(default=None, repr=False)
     defer_hook: Callable[..., Any] | None = field(default=None, repr=False)
     notify_hook: Callable[..., list[tuple[str, Any]]] | None = field(default=None, repr=False)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, PluginContext):
+            return NotImplemented
+        return (self.plugin_name, self.app.name) == (other.plugin_name, other.app.name)
+
+    def __hash__(self) -> int:
+        return hash((PluginContext, self.plugin_name, self.app.name))
 
     @property
     def log(self) -> logging.Logger:
@@ -64,6 +79,20 @@ class PluginContext:
         if self.defer_hook is None:
             raise RuntimeError("this host was built without deferred delivery")
         self.defer_hook(self, func, message, *args)
+
+    def ask(self, message: Any, question: str, then: Callable[..., Any], state: Any = None, timeout: float | None = None) -> Reply:
+        """Ask the sender of ``message`` a question; return it as the reply to send.
+
+        The same user's next message in the same chat is the answer: the host
+        calls the module-level ``then(answer, context, state)`` with it before
+        any other plugin sees it, on whichever worker or host it arrives, and
+        sends what ``then`` returns (which may ask again). ``state`` is plain
+        JSON carried to ``then``. After ``timeout`` seconds (default
+        ``[wechatbot] ask_timeout``) or a cancel word the question is dropped.
+        """
+        if self.conversations is None:
+            raise RuntimeError("this context is not attached to a host")
+        return self.conversations.ask(self.plugin_name, message, question, then, state, timeout)
 
     def notify(self, hook: str, **kwargs: Any) -> list[tuple[str, Any]]:
         """Call ``hook`` on every plugin of this app (e.g. ``media_saved``).

@@ -7,7 +7,7 @@ Three backends sit behind one interface, picked by ``[wechatbot] store``:
   is shared by every gunicorn worker on one machine, with no server to run;
 * ``redis://[:password@]host:port/db`` or ``rediss://…`` is shared by several hosts.
 
-Values are strings; callers namespace their keys (``token:<corp>:<agent>``).
+Values are strings; every key prefix is named once, in :data:`PREFIXES`.
 ``add`` is the primitive that makes dedup and locking safe: it sets a key only
 if it is absent (an expired key counts as absent), atomically across threads,
 processes and, for Redis, hosts.
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CONFIG_KEY",
+    "PREFIXES",
     "MemoryStore",
     "RedisStore",
     "SQLiteStore",
@@ -51,6 +52,18 @@ ACCEPTED_FORMS = (
     "memory://, sqlite:///relative/path.db, sqlite:////absolute/path.db, "
     "redis://[:password@]host:port/db or rediss://[:password@]host:port/db"
 )
+
+#: Every key prefix in the store, named in one place. Plugins reach only
+#: ``plugin:`` keys, through :class:`wechatbot.storage.PluginStorage`.
+PREFIXES = {
+    "plugin": "plugin:",        # a plugin's own storage: plugin:<name>:<key>
+    "ask": "ask:",              # a question waiting for its answer (conversations)
+    "ask_taken": "ask-taken:",  # the claim on one question's answer
+    "rate": "rate:",            # rate-limit windows (permissions)
+    "member": "member:",        # cached department and tag membership (permissions)
+    "schedule": "schedule:",    # once-only claims and last runs of scheduled jobs
+    "lock": "lock:",            # Store.lock
+}
 
 # How often (seconds) a store sweeps out expired entries. Reads already ignore
 # them; the sweep only keeps the table (or dict) from growing without bound.
@@ -105,6 +118,15 @@ class Store(ABC):
         callback dedup and :meth:`lock` safe.
         """
 
+    @abstractmethod
+    def incr(self, key: str, amount: int = 1, ttl: float | None = None) -> int:
+        """Add ``amount`` to the integer in ``key`` (absent or expired: 0); return the new value.
+
+        Atomic like :meth:`add`. ``ttl`` applies when the key is created and
+        is not extended by later calls, so a counter made with a TTL counts
+        one fixed window (what rate limits need).
+        """
+
     def set_many(self, items: dict[str, str], ttl: float | None = None) -> None:
         """Set several keys with the same TTL, in as few round trips as the backend allows."""
         for key, value in items.items():
@@ -132,7 +154,7 @@ class Store(ABC):
         for ever; on exit it is removed only if this owner still holds it.
         """
         _check_ttl(ttl)
-        key = f"lock:{name}"
+        key = PREFIXES["lock"] + name
         token = uuid.uuid4().hex
         deadline = time.monotonic() + max(wait, 0.0)
         pause = 0.005
@@ -204,6 +226,16 @@ class MemoryStore(Store):
             self._maybe_purge(now)
             return True
 
+    def incr(self, key: str, amount: int = 1, ttl: float | None = None) -> int:
+        now = time.monotonic()
+        expires = self._expiry(ttl, now)
+        with self._mutex:
+            entry = self._live(key, now)
+            value = (int(entry[0]) if entry else 0) + amount
+            self._data[key] = (str(value), entry[1] if entry else expires)
+            self._maybe_purge(now)
+            return value
+
     def delete(self, key: str) -> None:
         with self._mutex:
             self._data.pop(key, None)
@@ -239,6 +271,16 @@ class SQLiteStore(Store):
     # The conflict branch only overwrites an expired row, so the one statement
     # both tests and sets; changes() (rowcount) tells whether it did.
     _SQL_ADD = _SQL_SET + f" WHERE {_TABLE}.expires IS NOT NULL AND {_TABLE}.expires <= ?"
+    # An expired row starts again from the amount and the new expiry.
+    _SQL_INCR = (
+        f"INSERT INTO {_TABLE} (key, value, expires) VALUES (?, CAST(? AS TEXT), ?) "
+        f"ON CONFLICT(key) DO UPDATE SET "
+        f"value = CASE WHEN {_TABLE}.expires IS NOT NULL AND {_TABLE}.expires <= ? THEN excluded.value "
+        f"ELSE CAST(CAST({_TABLE}.value AS INTEGER) + ? AS TEXT) END, "
+        f"expires = CASE WHEN {_TABLE}.expires IS NOT NULL AND {_TABLE}.expires <= ? THEN excluded.expires "
+        f"ELSE {_TABLE}.expires END "
+        "RETURNING value"
+    )
     _SQL_DELETE = f"DELETE FROM {_TABLE} WHERE key = ?"
     _SQL_DELETE_IF = f"DELETE FROM {_TABLE} WHERE key = ? AND value = ?"
     _SQL_PURGE = f"DELETE FROM {_TABLE} WHERE expires IS NOT NULL AND expires <= ?"
@@ -393,6 +435,16 @@ class SQLiteStore(Store):
             self._after_write(conn, now)
         return added
 
+    def incr(self, key: str, amount: int = 1, ttl: float | None = None) -> int:
+        _check_ttl(ttl)
+        now = time.time()
+        amount = int(amount)
+        conn, lock = self._conn()
+        with lock:
+            row = self._execute(conn, self._SQL_INCR, (key, amount, None if ttl is None else now + ttl, now, amount, now)).fetchone()
+            self._after_write(conn, now)
+        return int(row[0])
+
     def delete(self, key: str) -> None:
         conn, lock = self._conn()
         with lock:
@@ -423,9 +475,16 @@ class RedisStore(Store):
         "return redis.call('del', KEYS[1]) else return 0 end"
     )
 
+    # Create the key with its expiry only if absent, then add: one server-side step.
+    _INCR = (
+        "if ARGV[2] ~= '' then redis.call('set', KEYS[1], 0, 'PX', ARGV[2], 'NX') end "
+        "return redis.call('incrby', KEYS[1], ARGV[1])"
+    )
+
     def __init__(self, client: redis.Redis) -> None:
         self._client = client
         self._delete_if_equal_script = client.register_script(self._DELETE_IF_EQUAL)
+        self._incr_script = client.register_script(self._INCR)
 
     @staticmethod
     def _px(ttl: float | None) -> int | None:
@@ -447,6 +506,10 @@ class RedisStore(Store):
 
     def add(self, key: str, value: str, ttl: float | None = None) -> bool:
         return bool(self._client.set(key, value, px=self._px(ttl), nx=True))
+
+    def incr(self, key: str, amount: int = 1, ttl: float | None = None) -> int:
+        px = self._px(ttl)
+        return int(self._incr_script(keys=[key], args=[int(amount), "" if px is None else px]))
 
     def delete(self, key: str) -> None:
         self._client.delete(key)

@@ -47,7 +47,6 @@ plugin. ``README.md`` has the full reference.
 """
 from __future__ import annotations
 
-import weakref
 from pathlib import Path
 
 from wechatbot import Event, Message, PluginContext, Reply, TextMessage, hookimpl
@@ -61,21 +60,15 @@ wechatbot_inline = True
 
 __all__ = ["KeywordConfigError", "startup", "handle_message", "handle_event"]
 
-# One rulebook per PluginContext (each app has its own), keyed by the context's
-# id: a PluginContext is not hashable. The entry goes when the context does.
-_rulebooks: dict[int, Rulebook] = {}
-
-
-def _keep(context: PluginContext, rulebook: Rulebook) -> None:
-    key = id(context)
-    if key not in _rulebooks:
-        weakref.finalize(context, _rulebooks.pop, key, None)
-    _rulebooks[key] = rulebook
+# One compiled rulebook per app: a PluginContext is the same object for the
+# life of the host and hashable, so it keys the cache. The rules are compiled
+# patterns (not data for the shared store), read again by every worker's startup.
+_rulebooks: dict[PluginContext, Rulebook] = {}
 
 
 def _rulebook(context: PluginContext) -> Rulebook:
     try:
-        return _rulebooks[id(context)]
+        return _rulebooks[context]
     except KeyError:
         raise RuntimeError(f"keyword rules for app {context.app_name!r} were never loaded: startup did not run") from None
 
@@ -84,7 +77,7 @@ def _rulebook(context: PluginContext) -> Rulebook:
 def startup(context: PluginContext) -> None:
     """Read, check and compile this app's rules; any broken rule stops start-up."""
     rulebook = load_rulebook(context.config, Path.cwd())
-    _keep(context, rulebook)
+    _rulebooks[context] = rulebook
     context.log.info("%d keyword rules (%d for events)", len(rulebook), len(rulebook.event_rules))
 
 
