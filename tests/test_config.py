@@ -107,3 +107,34 @@ def test_example_config_starts_a_host_with_the_built_in_plugins() -> None:
     assert wecom.text("hello", from_user="zhangsan").content == "你好，zhangsan"
     assert wecom.text("订单42").content == "订单 42 已收到"
     assert wecom.text("anything else").content == "anything else"
+
+
+def test_bots_need_only_token_and_key() -> None:
+    config = config_from_sections({
+        "wecom:assistant": {"type": "aibot", "token": "tok", "encoding_aes_key": KEY},
+        "wecom:team": {"type": "group_robot", "token": "tok2", "encoding_aes_key": KEY},
+    })
+    bot, robot = config.app("assistant"), config.app("team")
+    assert (bot.type, bot.receive_id, bot.corp_id, bot.path, bot.is_bot) == ("aibot", "", "", "/callback/assistant", True)
+    assert (robot.type, robot.receive_id, robot.is_bot) == ("group_robot", "", True)
+    assert config_from_sections(sections()).app().type == "app" and not config_from_sections(sections()).app().is_bot
+
+
+def test_endpoint_type_and_bot_keys_are_checked() -> None:
+    with pytest.raises(ConfigError, match=r"\[wecom\] type must be one of app, aibot, group_robot"):
+        config_from_sections(sections(wecom={"corp_id": "c", "token": "t", "encoding_aes_key": KEY, "type": "robot"}))
+    with pytest.raises(ConfigError, match=r"\[wecom:b\] token is missing"):
+        config_from_sections({"wecom:b": {"type": "aibot", "encoding_aes_key": KEY}})
+    with pytest.raises(ConfigError, match=r"corp_id is missing"):
+        config_from_sections({"wecom": {"token": "t", "encoding_aes_key": KEY}})
+
+
+def test_stream_settings() -> None:
+    config = config_from_sections(sections())
+    assert (config.stream_placeholder, config.stream_window) == ("…", 360.0)
+    config = config_from_sections(sections(wechatbot={"stream_placeholder": "思考中…", "stream_window": "5"}))
+    assert (config.stream_placeholder, config.stream_window) == ("思考中…", 5.0)
+    with pytest.raises(ConfigError, match="stream_window must be more than 0 and at most 360"):
+        config_from_sections(sections(wechatbot={"stream_window": "600"}))
+    with pytest.raises(ConfigError, match="stream_placeholder must be visible"):
+        config_from_sections(sections(wechatbot={"stream_placeholder": "  "}))

@@ -22,6 +22,7 @@ _EXPORTS = {
     **{name: "wecom.replies" for name in (
         "Reply", "ReplyError", "TextReply", "MarkdownReply", "ImageReply", "VoiceReply",
         "VideoReply", "NewsReply", "Article", "TemplateCardUpdateReply",
+        "StreamReply", "TemplateCardReply", "StreamWithTemplateCardReply", "GroupTextReply",
     )},
 }
 

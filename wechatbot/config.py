@@ -18,14 +18,22 @@ DEFAULT_API_BASE = "https://qyapi.weixin.qq.com"
 DEFAULT_STORE = "sqlite:///var/wechatbot.db"
 
 APP_KEYS = {
-    "corp_id", "token", "encoding_aes_key", "agent_id", "secret", "api_base",
+    "type", "corp_id", "token", "encoding_aes_key", "agent_id", "secret", "api_base",
     "receive_id", "plugins",
 }
 HOST_KEYS = {
     "callback_path", "plugins", "disabled", "plugins_dir", "store", "max_body",
     "reply_deadline", "replay_window", "queue", "deferred_workers", "deferred_queue", "job_lease",
+    "stream_placeholder", "stream_window",
 }
 REQUIRED_APP_KEYS = ("corp_id", "token", "encoding_aes_key")
+#: What a ``[wecom]`` section can be: a self-built app, an AI bot (智能机器人) or a group robot (群机器人).
+ENDPOINT_TYPES = ("app", "aibot", "group_robot")
+#: The bots need only these: their receive id is empty and they have no corp id or secret.
+REQUIRED_BOT_KEYS = ("token", "encoding_aes_key")
+#: WeCom polls a stream for at most 6 minutes from the user's message (D:100719).
+DEFAULT_STREAM_WINDOW = 360.0
+DEFAULT_STREAM_PLACEHOLDER = "…"
 
 
 class ConfigError(WechatbotError, ValueError):
@@ -46,6 +54,12 @@ class AppConfig:
     receive_id: str = ""
     plugins: list[str] | None = None
     path: str = "/callback"
+    type: str = "app"
+
+    @property
+    def is_bot(self) -> bool:
+        """Whether this is an AI bot or a group robot (no corp id, no secret, empty receive id)."""
+        return self.type != "app"
 
     @property
     def section(self) -> str:
@@ -53,7 +67,8 @@ class AppConfig:
         return f"wecom:{self.name}" if self.name else "wecom"
 
     def __repr__(self) -> str:  # keep secrets out of logs and tracebacks
-        return f"AppConfig(name={self.name!r}, corp_id={self.corp_id!r}, agent_id={self.agent_id!r}, path={self.path!r})"
+        return (f"AppConfig(name={self.name!r}, type={self.type!r}, corp_id={self.corp_id!r}, "
+                f"agent_id={self.agent_id!r}, path={self.path!r})")
 
 
 @dataclass(frozen=True)
@@ -74,6 +89,8 @@ class Config:
     deferred_workers: int = 16
     deferred_queue: int = 1000
     job_lease: float = 10.0
+    stream_placeholder: str = DEFAULT_STREAM_PLACEHOLDER
+    stream_window: float = DEFAULT_STREAM_WINDOW
     plugin_settings: dict[str, dict[str, str]] = field(default_factory=dict)
     source: str | None = None
 
@@ -148,7 +165,10 @@ def _check_keys(section: str, values: Mapping[str, str], allowed: set[str]) -> N
 def _app(name: str, values: Mapping[str, str], callback_path: str, own_plugins: bool) -> AppConfig:
     section = f"wecom:{name}" if name else "wecom"
     _check_keys(section, values, APP_KEYS)
-    for key in REQUIRED_APP_KEYS:
+    kind = values.get("type", "").strip() or "app"
+    if kind not in ENDPOINT_TYPES:
+        raise ConfigError(f"[{section}] type must be one of {', '.join(ENDPOINT_TYPES)}, got {kind!r}")
+    for key in REQUIRED_APP_KEYS if kind == "app" else REQUIRED_BOT_KEYS:
         if not values.get(key, "").strip():
             env = "WECHATBOT_" + section.upper().replace(":", "_") + "__" + key.upper()
             raise ConfigError(f"[{section}] {key} is missing (set it in the config file or in {env})")
@@ -159,7 +179,9 @@ def _app(name: str, values: Mapping[str, str], callback_path: str, own_plugins: 
             f"admin page (got {len(key)} characters)"
         )
     plugins = split_list(values["plugins"]) if own_plugins and "plugins" in values else None
-    corp_id = values["corp_id"].strip()
+    corp_id = values.get("corp_id", "").strip()
+    # The bots seal their callbacks with an empty receive id (D:101033, D:99399).
+    default_receive_id = corp_id if kind == "app" else ""
     return AppConfig(
         name=name,
         corp_id=corp_id,
@@ -168,10 +190,29 @@ def _app(name: str, values: Mapping[str, str], callback_path: str, own_plugins: 
         agent_id=values.get("agent_id", "").strip(),
         secret=values.get("secret", "").strip(),
         api_base=values.get("api_base", "").strip().rstrip("/") or DEFAULT_API_BASE,
-        receive_id=values["receive_id"].strip() if "receive_id" in values else corp_id,
+        receive_id=values["receive_id"].strip() if "receive_id" in values else default_receive_id,
         plugins=plugins,
         path=callback_path + (f"/{name}" if name else ""),
+        type=kind,
     )
+
+
+def _placeholder(host: Mapping[str, str]) -> str:
+    value = host.get("stream_placeholder", DEFAULT_STREAM_PLACEHOLDER).strip()
+    if not value:
+        # WeCom ignores invisible text, and an empty first frame leaves the user a bare bubble.
+        raise ConfigError("[wechatbot] stream_placeholder must be visible text (default '…')")
+    return value
+
+
+def _stream_window(host: Mapping[str, str]) -> float:
+    value = float(_number("wechatbot", "stream_window", host.get("stream_window", str(DEFAULT_STREAM_WINDOW)), float))
+    if not 0 < value <= DEFAULT_STREAM_WINDOW:
+        raise ConfigError(
+            f"[wechatbot] stream_window must be more than 0 and at most {DEFAULT_STREAM_WINDOW:g} seconds "
+            f"(WeCom stops polling a stream 6 minutes after the user's message), got {value:g}"
+        )
+    return value
 
 
 def load_config(path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None) -> Config:
@@ -232,6 +273,8 @@ def config_from_sections(
         deferred_workers=int(_number("wechatbot", "deferred_workers", host.get("deferred_workers", "16"), int)),
         deferred_queue=int(_number("wechatbot", "deferred_queue", host.get("deferred_queue", "1000"), int)),
         job_lease=float(_number("wechatbot", "job_lease", host.get("job_lease", "10"), float)),
+        stream_placeholder=_placeholder(host),
+        stream_window=_stream_window(host),
         plugin_settings={s.partition(":")[2]: dict(v) for s, v in merged.items() if s.startswith("plugin:")},
         source=source,
     )

@@ -39,6 +39,14 @@ __all__ = [
     "TemplateCardUpdateReply",
     "as_reply",
     "split_text",
+    # The bots' replies (bot_replies), re-exported here.
+    "BotReplyError",
+    "StreamReply",
+    "StreamImage",
+    "TemplateCardReply",
+    "StreamWithTemplateCardReply",
+    "GroupTextReply",
+    "cut_utf8",
 ]
 
 #: A passive text reply (and a message/send text) holds at most this many
@@ -407,6 +415,8 @@ class TemplateCardUpdateReply(_CardUpdate):
     """
 
     template_card: dict
+    #: AI bot only: whose card to replace (default: the user who clicked).
+    userids: list[str] | None = None
     msg_type: ClassVar[str] = "update_template_card"
 
     def __post_init__(self) -> None:
@@ -415,6 +425,22 @@ class TemplateCardUpdateReply(_CardUpdate):
 
     def _xml_body(self) -> str:
         return f"<TemplateCard>{_card_xml(self.template_card)}</TemplateCard>"
+
+    def to_aibot_json(self, task_id: str) -> dict:
+        """The AI bot's answer to a template_card_event whose task is ``task_id``.
+
+        WeCom replaces the card only when the card's ``task_id`` is the
+        event's: a card without one gets it, a different one is refused.
+        """
+        card = dict(self.template_card)
+        if card.setdefault("task_id", task_id) != task_id:
+            raise ValueError(
+                f"the updated card's task_id {card['task_id']!r} is not the clicked card's {task_id!r}"
+            )
+        body: dict[str, Any] = {"response_type": "update_template_card", "template_card": card}
+        if self.userids:
+            body["userids"] = list(self.userids)
+        return body
 
     def _update_part(self) -> dict:
         return {"template_card": self.template_card}
@@ -476,3 +502,20 @@ def split_text(content: str, limit: int = TEXT_PASSIVE_LIMIT) -> list[str]:
     if rest:
         parts.append(rest)
     return parts
+
+
+
+# The AI bot's and the group robot's replies live in their own module
+# (bot_replies, which builds on the classes above) and are offered here too.
+_BOT_REPLIES = frozenset({
+    "BotReplyError", "GroupTextReply", "StreamImage", "StreamReply",
+    "StreamWithTemplateCardReply", "TemplateCardReply", "cut_utf8",
+})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _BOT_REPLIES:
+        from . import bot_replies
+
+        return getattr(bot_replies, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
