@@ -2,7 +2,8 @@
 
 :class:`FakeWeComAPI` answers the endpoints the bot host uses (``gettoken``,
 ``message/send``, ``message/update_template_card``, ``media/get``,
-``media/upload``, ``webhook/send``) the way WeCom does: HTTP 200 with a JSON
+``media/upload``, ``webhook/send`` and the AI bot's ``response_url``,
+``aibot/response``) the way WeCom does: HTTP 200 with a JSON
 ``errcode`` for failures, files streamed with ``Content-Disposition`` and
 ``Range`` support. It records everything it receives, and errors, expired
 tokens, slow answers and broken downloads can be injected on demand.
@@ -45,6 +46,11 @@ UPLOAD_LIMITS = {
     "video": (10 * 1024 * 1024, 40011),
     "file": (20 * 1024 * 1024, 40006),
 }
+#: The fake's answer to a response_url that is unknown, used or expired (WeCom
+#: documents no code for it).
+RESPONSE_CODE_INVALID = 95001
+#: A markdown answer through response_url holds at most this many bytes.
+RESPONSE_MARKDOWN_LIMIT = 20480
 ERRMSGS = {
     -1: "system busy",
     40001: "invalid credential",
@@ -77,6 +83,7 @@ ERRMSGS = {
     81013: "user & party & tag all invalid",
     830002: "file size too large, please use range download",
     93000: "invalid webhook url",
+    RESPONSE_CODE_INVALID: "invalid response_code: unknown, used or expired (one use, 1 hour)",
 }
 # An escape like \u4e2d in a request body (one not itself escaped as \\u). WeCom
 # answers 40033 for those, so a client must send UTF-8 (ensure_ascii=False).
@@ -151,6 +158,8 @@ class _State:
     card_updates: list[dict] = field(default_factory=list)
     uploads: list[Upload] = field(default_factory=list)
     webhook_sent: list[tuple[str, dict]] = field(default_factory=list)
+    response_codes: dict[str, float] = field(default_factory=dict)
+    responses: list[tuple[str, dict]] = field(default_factory=list)
     gettoken_calls: int = 0
 
 
@@ -398,6 +407,18 @@ class FakeWeComAPI:
         with self._state.cond:
             self._state.webhook_keys.add(key)
 
+    def webhook_url(self, key: str) -> str:
+        """Accept ``key`` and return its full webhook URL, as a group robot's callback carries it."""
+        self.add_webhook(key)
+        return f"{self.url}/cgi-bin/webhook/send?key={urllib.parse.quote(key)}"
+
+    def add_response_url(self, valid_for: float = 3600.0) -> str:
+        """A fresh AI bot ``response_url``: usable once, for ``valid_for`` seconds (D:101138)."""
+        code = secrets.token_urlsafe(16)
+        with self._state.cond:
+            self._state.response_codes[code] = time.time() + valid_for
+        return f"{self.url}/cgi-bin/aibot/response?response_code={code}"
+
     def fail_next(self, path: str, errcode: int, times: int = 1, errmsg: str | None = None) -> None:
         """Answer the next ``times`` requests to ``path`` (e.g. ``"message/send"``) with ``errcode``."""
         with self._state.cond:
@@ -426,6 +447,7 @@ class FakeWeComAPI:
             state.card_updates.clear()
             state.uploads.clear()
             state.webhook_sent.clear()
+            state.responses.clear()
             state.gettoken_calls = 0
 
     # What was received (copies, safe to keep)
@@ -458,6 +480,26 @@ class FakeWeComAPI:
     def webhook_sent(self) -> list[tuple[str, dict]]:
         """Every ``(key, payload)`` accepted by ``webhook/send``."""
         with self._state.cond:
+            return list(self._state.webhook_sent)
+
+    @property
+    def responses(self) -> list[tuple[str, dict]]:
+        """Every ``(response_code, body)`` accepted by an AI bot ``response_url``."""
+        with self._state.cond:
+            return list(self._state.responses)
+
+    def wait_for_responses(self, n: int, timeout: float = 5.0) -> list[tuple[str, dict]]:
+        """Wait until ``n`` response_url answers arrived; returns them, or raises TimeoutError."""
+        with self._state.cond:
+            if not self._state.cond.wait_for(lambda: len(self._state.responses) >= n, timeout):
+                raise TimeoutError(f"expected {n} response_url answers within {timeout}s, got {len(self._state.responses)}")
+            return list(self._state.responses)
+
+    def wait_for_webhooks(self, n: int, timeout: float = 5.0) -> list[tuple[str, dict]]:
+        """Wait until ``n`` webhook messages arrived; returns them, or raises TimeoutError."""
+        with self._state.cond:
+            if not self._state.cond.wait_for(lambda: len(self._state.webhook_sent) >= n, timeout):
+                raise TimeoutError(f"expected {n} webhook messages within {timeout}s, got {len(self._state.webhook_sent)}")
             return list(self._state.webhook_sent)
 
     @property
@@ -503,6 +545,8 @@ class FakeWeComAPI:
             self._gettoken(handler, query)
         elif path == "webhook/send":
             self._webhook_send(handler, query, body)
+        elif path == "aibot/response":
+            self._aibot_response(handler, query, body)
         elif path in self._routes:
             token = self._check_token(handler, query)
             if token is not None:
@@ -702,4 +746,31 @@ class FakeWeComAPI:
             return handler.send_error_json(40008)
         with self._state.cond:
             self._state.webhook_sent.append((key, data))
+            self._state.cond.notify_all()
+        handler.send_json({"errcode": 0, "errmsg": "ok"})
+
+    def _aibot_response(self, handler: _Handler, query: dict[str, str], body: bytes) -> None:
+        code = query.get("response_code", "")
+        with self._state.cond:
+            expires = self._state.response_codes.get(code)
+        if expires is None or expires <= time.time():
+            return handler.send_error_json(RESPONSE_CODE_INVALID)
+        data = self._json_body(handler, body)
+        if data is None:
+            return
+        msgtype = data.get("msgtype")
+        part = data.get(msgtype) if isinstance(msgtype, str) else None
+        if msgtype not in ("markdown", "template_card") or not isinstance(part, dict):
+            return handler.send_error_json(40008)
+        if msgtype == "markdown":
+            content = part.get("content")
+            if not isinstance(content, str) or not content:
+                return handler.send_error_json(44004)
+            if len(content.encode("utf-8")) > RESPONSE_MARKDOWN_LIMIT:
+                return handler.send_error_json(45002)
+        with self._state.cond:
+            if self._state.response_codes.pop(code, None) is None:  # used meanwhile
+                return handler.send_error_json(RESPONSE_CODE_INVALID)
+            self._state.responses.append((code, data))
+            self._state.cond.notify_all()
         handler.send_json({"errcode": 0, "errmsg": "ok"})

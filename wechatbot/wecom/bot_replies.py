@@ -19,6 +19,16 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from ..errors import WechatbotError
+from .limits import (
+    FEEDBACK_ID_LIMIT,
+    GROUP_MARKDOWN_LIMIT,
+    GROUP_TEXT_LIMIT,
+    RESPONSE_URL_MARKDOWN_LIMIT,
+    STREAM_CONTENT_LIMIT,
+    STREAM_IMAGE_BYTES,
+    STREAM_IMAGE_LIMIT,
+)
 from .replies import Reply, ReplyFormError, _cdata
 
 __all__ = [
@@ -41,19 +51,6 @@ __all__ = [
     "group_markdown_xml",
 ]
 
-#: A stream's ``content`` holds at most this many UTF-8 bytes (D:101031).
-STREAM_CONTENT_LIMIT = 20480
-#: Images on a stream's final frame: at most 10, each at most 10 MB, JPG or PNG.
-STREAM_IMAGE_LIMIT = 10
-STREAM_IMAGE_BYTES = 10 * 1024 * 1024
-#: ``feedback.id`` holds at most 256 bytes.
-FEEDBACK_ID_LIMIT = 256
-#: A markdown answer through ``response_url`` holds at most 20480 bytes (D:101138).
-RESPONSE_URL_MARKDOWN_LIMIT = 20480
-#: Group robot texts and markdown (D:99110).
-GROUP_TEXT_LIMIT = 2048
-GROUP_MARKDOWN_LIMIT = 4096
-
 # Template card limits (D:101032).
 CARD_TYPES = ("text_notice", "news_notice", "button_interaction", "vote_interaction", "multiple_interaction")
 _CARD_LIST_LIMITS = {
@@ -68,7 +65,7 @@ _KEY_LIMIT = 1024
 _OPTION_LIMIT = {"vote_interaction": 20, "multiple_interaction": 10}
 
 
-class BotReplyError(ValueError):
+class BotReplyError(WechatbotError, ValueError):
     """A bot reply breaks one of WeCom's documented limits; the message says which."""
 
 
