@@ -63,6 +63,9 @@ PREFIXES = {
     "member": "member:",        # cached department and tag membership (permissions)
     "schedule": "schedule:",    # once-only claims and last runs of scheduled jobs
     "lock": "lock:",            # Store.lock
+    "stream": "stream:",              # an AI bot stream's text so far (streams)
+    "stream_alive": "stream-alive:",  # its owner's heartbeat
+    "stream_end": "stream-end:",      # how it ended, written once
 }
 
 # How often (seconds) a store sweeps out expired entries. Reads already ignore

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from .process import current_pid
-from .store import Store
+from .store import PREFIXES, Store
 from .wecom.bot_replies import STREAM_CONTENT_LIMIT, cut_utf8
 
 log = logging.getLogger("wechatbot.streams")
@@ -163,7 +163,7 @@ class Streams:
     @staticmethod
     def _keys(endpoint: str, stream_id: str) -> tuple[str, str, str]:
         name = f"{endpoint}:{stream_id}"
-        return f"stream:{name}", f"stream-alive:{name}", f"stream-end:{name}"
+        return PREFIXES["stream"] + name, PREFIXES["stream_alive"] + name, PREFIXES["stream_end"] + name
 
     def closes_at(self, started: float) -> float:
         """When the host ends a stream whose user message came at ``started``."""
