@@ -49,7 +49,10 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from ..errors import WechatbotError
 from ..process import current_pid
-from .limits import XML_ILLEGAL
+from .limits import (
+    MAX_NONCE_LENGTH, MAX_SIGNATURE_LENGTH, MAX_TIMESTAMP_LENGTH, XML_ILLEGAL, StructureGuard, TooComplex,
+    count_markup,
+)
 
 __all__ = [
     "AESKeyError",
@@ -61,10 +64,12 @@ __all__ = [
     "EncryptError",
     "InvalidBufferError",
     "ParseError",
+    "QueryError",
     "ReceiveIdError",
     "SignatureError",
     "WeComCrypto",
     "WeComCryptoError",
+    "check_query",
     "envelope_format",
     "generate_aes_key",
     "generate_token",
@@ -79,7 +84,8 @@ _ALNUM = string.ascii_letters + string.digits
 _AES_KEY_RE = re.compile(r"[A-Za-z0-9]{43}")
 _WHITESPACE = b" \t\r\n"
 _UTF8_BOM = b"\xef\xbb\xbf"
-_MAX_SHOWN_ID = 64
+# A receive id as WeCom writes it (corp id, suite id): safe to quote in an error.
+_ID_LIKE = re.compile(rb"[A-Za-z0-9_.\-]{1,64}")
 _DECL_RE = re.compile(r"<!\s*(?:DOCTYPE|ENTITY)", re.IGNORECASE)
 _DECL_RE_BYTES = re.compile(rb"<!\s*(?:DOCTYPE|ENTITY)", re.IGNORECASE)
 # The envelope exactly as WeCom sends it: <xml>, simple ASCII siblings such as
@@ -176,6 +182,35 @@ class BuildReplyError(WeComCryptoError):
     """The reply envelope could not be built."""
 
     code = -40011
+
+
+class QueryError(WeComCryptoError):
+    """A signed query value is absurd: far too long, or a nonce the reply could not carry."""
+
+    code = -40002
+
+
+def check_query(msg_signature: str, timestamp: str, nonce: str, xml_reply: bool = False) -> None:
+    """Refuse query values WeCom never sends, before anything else looks at them.
+
+    WeCom's signature is 40 hex digits, its timestamp a number of seconds and
+    its nonce a few characters; each is bounded here. With ``xml_reply`` (the
+    answer goes back in an XML envelope, which repeats them) a nonce or
+    timestamp holding ``]]>`` or a character XML cannot carry is refused too.
+    Raises :class:`QueryError` naming the parameter.
+    """
+    for name, value, limit in (("msg_signature", msg_signature, MAX_SIGNATURE_LENGTH),
+                               ("timestamp", timestamp, MAX_TIMESTAMP_LENGTH),
+                               ("nonce", nonce, MAX_NONCE_LENGTH)):
+        if isinstance(value, str) and len(value) > limit:
+            raise QueryError(f"the {name} query parameter is {len(value)} characters long "
+                             f"(WeCom's are at most {limit}); is this request from WeCom?")
+    if not xml_reply:
+        return
+    for name, value in (("timestamp", timestamp), ("nonce", nonce)):
+        if isinstance(value, str) and ("]]>" in value or XML_ILLEGAL.search(value)):
+            raise QueryError(f"the {name} query parameter holds ']]>' or a control character, "
+                             "which an XML reply cannot carry; is this request from WeCom?")
 
 
 def signature(token: str, timestamp: str, nonce: str, encrypted: str) -> str:
@@ -300,6 +335,10 @@ def _parse_xml_envelope(data: bytes | str) -> str:
     declared = _DECL_RE if isinstance(data, str) else _DECL_RE_BYTES
     if declared.search(data):
         raise ParseError(_DOCTYPE_MESSAGE)
+    try:
+        count_markup(data)
+    except TooComplex as exc:
+        raise ParseError(f"the XML callback body is refused: {exc}") from None
 
     parser = expat.ParserCreate()
     parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
@@ -310,24 +349,24 @@ def _parse_xml_envelope(data: bytes | str) -> str:
     parser.ExternalEntityRefHandler = _refuse
     parser.buffer_text = True
 
-    depth = 0
+    guard = StructureGuard()
     in_encrypt = False
     found: list[str] = []
     parts: list[str] = []
 
-    def start(name: str, _attrs: dict[str, str]) -> None:
-        nonlocal depth, in_encrypt
-        depth += 1
-        if depth == 2 and name == "Encrypt":
+    def start(name: str, attrs: dict[str, str]) -> None:
+        nonlocal in_encrypt
+        guard.enter(name, attrs)
+        if guard.depth == 2 and name == "Encrypt":
             in_encrypt = True
             parts.clear()
 
     def end(name: str) -> None:
-        nonlocal depth, in_encrypt
-        if depth == 2 and in_encrypt:
+        nonlocal in_encrypt
+        if guard.depth == 2 and in_encrypt:
             found.append("".join(parts))
             in_encrypt = False
-        depth -= 1
+        guard.leave()
 
     def text(chunk: str) -> None:
         if in_encrypt:
@@ -340,6 +379,8 @@ def _parse_xml_envelope(data: bytes | str) -> str:
         parser.Parse(data, True)
     except _RefusedDeclaration:
         raise ParseError(_DOCTYPE_MESSAGE) from None
+    except TooComplex as exc:
+        raise ParseError(f"the XML callback body is refused: {exc}") from None
     except expat.ExpatError as exc:
         # expat's messages give a line and column, never the content.
         raise ParseError(f"the callback body is not well-formed XML: {exc}") from None
@@ -361,10 +402,13 @@ _DOCTYPE_MESSAGE = (
 
 
 def _shown_id(raw: bytes) -> str:
-    text = raw.decode("utf-8", errors="replace")
-    if len(text) > _MAX_SHOWN_ID:
-        text = text[:_MAX_SHOWN_ID] + "..."
-    return repr(text)  # repr quotes it and escapes newlines for the log
+    """The receive id found in a message, for an error line: shown only when it looks like an id.
+
+    Anything else may be decrypted message content, which never goes into a log line.
+    """
+    if _ID_LIKE.fullmatch(raw):
+        return repr(raw.decode("ascii"))
+    return f"({len(raw)} bytes that are not an id)" if raw else "'' (empty)"
 
 
 class WeComCrypto:
@@ -406,6 +450,7 @@ class WeComCrypto:
                     f"the request has no {name} query parameter; WeCom always sends "
                     "msg_signature, timestamp and nonce (was it sent by WeCom?)"
                 )
+        check_query(msg_signature, timestamp, nonce)
         expected = signature(self._token, timestamp, nonce, encrypted)
         given = msg_signature.encode("utf-8", "replace") if isinstance(msg_signature, str) else b""
         if not hmac.compare_digest(expected.encode("ascii"), given):
@@ -531,6 +576,9 @@ class WeComCrypto:
         """
         encrypted, fmt = _ciphertext(_normalize(body))
         self.verify_signature(msg_signature, timestamp, nonce, encrypted)
+        # Refused before anything is decrypted or any plugin runs: the reply
+        # could not be built for such a callback.
+        check_query(msg_signature, timestamp, nonce, xml_reply=fmt == "xml")
         return self.decrypt(encrypted), fmt
 
     def encrypt_reply(

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 from xml.parsers import expat
 
 from ..errors import WechatbotError
-from .limits import XML_ILLEGAL_CHARS
+from .limits import StructureGuard, TooComplex, XML_ILLEGAL_CHARS, count_markup
 
 
 __all__ = [
@@ -110,12 +110,14 @@ def _xml_to_dict(xml: str) -> Any:
     parser = expat.ParserCreate()
     parser.buffer_text = True
     parser.StartDoctypeDeclHandler = _refuse_doctype
+    guard = StructureGuard()
     stack: list[tuple[dict | None, list[str]]] = []
     item: dict | None = None
     data: list[str] = []
 
     def start(name: str, attrs: dict[str, str]) -> None:
         nonlocal item, data
+        guard.enter(name, attrs)
         stack.append((item, data))
         item = {"@" + key: value for key, value in attrs.items()} if attrs else None
         data = []
@@ -125,6 +127,7 @@ def _xml_to_dict(xml: str) -> Any:
         text = "".join(data) if data else None
         element = item
         item, data = stack.pop()
+        guard.leave()
         if element is not None:
             if text and text.strip():
                 element["#text"] = text
@@ -207,6 +210,10 @@ def parse_xml(xml: str | bytes) -> dict:
             xml = xml.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise MessageParseError(f"message is not valid UTF-8: {exc}") from None
+    try:
+        count_markup(xml)
+    except TooComplex as exc:
+        raise MessageParseError(f"message XML is refused: {exc}") from None
     flat = _flat_xml_to_dict(xml)
     if flat is not None:
         return flat
@@ -218,6 +225,8 @@ def parse_xml(xml: str | bytes) -> dict:
         doc = _xml_to_dict(xml)
     except MessageParseError:
         raise
+    except TooComplex as exc:
+        raise MessageParseError(f"message XML is refused: {exc}") from None
     except expat.ExpatError as exc:
         raise MessageParseError(f"message is not well-formed XML: {exc}") from None
     if not isinstance(doc, dict) or "xml" not in doc:
@@ -253,7 +262,7 @@ def _int(raw: dict, key: str) -> int | None:
     try:
         return int(value)
     except ValueError:
-        raise MessageParseError(f"{key} is not an integer: {value!r}") from None
+        raise MessageParseError(f"{key} is not an integer ({len(value)} characters)") from None
 
 
 def _float(raw: dict, key: str) -> float | None:
@@ -263,7 +272,7 @@ def _float(raw: dict, key: str) -> float | None:
     try:
         return float(value)
     except ValueError:
-        raise MessageParseError(f"{key} is not a number: {value!r}") from None
+        raise MessageParseError(f"{key} is not a number ({len(value)} characters)") from None
 
 
 def _dict(raw: dict, key: str) -> dict:
