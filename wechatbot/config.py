@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Mapping
 
 from .errors import WechatbotError
+from .redact import remember_secret
 
 DEFAULT_API_BASE = "https://qyapi.weixin.qq.com"
 DEFAULT_STORE = "sqlite:///var/wechatbot.db"
@@ -173,11 +174,16 @@ def _app(name: str, values: Mapping[str, str], callback_path: str, own_plugins: 
             env = "WECHATBOT_" + section.upper().replace(":", "_") + "__" + key.upper()
             raise ConfigError(f"[{section}] {key} is missing (set it in the config file or in {env})")
     key = values["encoding_aes_key"].strip()
-    if len(key) != 43 or not key.isalnum() or not key.isascii():
+    wrong = next((i for i, ch in enumerate(key) if not (ch.isascii() and ch.isalnum())), None)
+    if len(key) != 43 or wrong is not None:
+        what = (f"character {wrong + 1} is {key[wrong]!r}, which is not a letter or digit" if wrong is not None
+                else f"got {len(key)} characters")
         raise ConfigError(
             f"[{section}] encoding_aes_key must be the 43 letters and digits shown on the app's "
-            f"admin page (got {len(key)} characters)"
+            f"admin page ({what}): copy it again from 接收消息 → EncodingAESKey"
         )
+    for secret_key in ("token", "encoding_aes_key", "secret"):
+        remember_secret(values.get(secret_key, "").strip())
     plugins = split_list(values["plugins"]) if own_plugins and "plugins" in values else None
     corp_id = values.get("corp_id", "").strip()
     # The bots seal their callbacks with an empty receive id (D:101033, D:99399).

@@ -19,7 +19,7 @@ from requests.adapters import HTTPAdapter
 
 from ..config import DEFAULT_API_BASE
 from .hints import RETRY_ERRCODES, TOKEN_ERRCODES, WeComAPIError, WeComError, WeComNetworkError
-from .redact import redact
+from ..redact import redact
 from .token import AccessToken
 
 if TYPE_CHECKING:

@@ -6,7 +6,7 @@ import requests
 from ..config import DEFAULT_API_BASE
 from .calls import JSON_HEADERS, encode_json, errcode_of
 from .hints import WeComAPIError, WeComNetworkError
-from .redact import redact
+from ..redact import redact
 
 __all__ = ["webhook_send"]
 
