@@ -55,3 +55,13 @@ def test_a_message_error_is_caught_as_the_root() -> None:
 def test_api_errors_are_caught_as_the_root() -> None:
     assert isinstance(WeComAPIError(60020, "not allow", "message/send"), WechatbotError)
     assert isinstance(WeComNetworkError("down"), WechatbotError)
+
+
+def test_a_key_with_a_plus_says_which_character_is_wrong() -> None:
+    key = generate_aes_key()
+    key = key[:4] + "+" + key[5:]
+    with pytest.raises(ConfigError) as caught:
+        config_from_sections({"wecom": {"corp_id": "ww1", "token": "t" * 32, "encoding_aes_key": key}})
+    message = str(caught.value)
+    assert "[wecom] encoding_aes_key" in message and "character 5 is '+'" in message
+    assert key not in message and "\n" not in message

@@ -14,6 +14,7 @@ import pytest
 
 from wechatbot.testing.simulator import SimulatedWeCom, http_transport
 from wechatbot.testing import app_sections, free_port, ini_text, wait_until_serving
+from wechatbot.testing.hosts import other_installed_plugins
 
 GUIDE = Path(__file__).resolve().parent.parent / "docs" / "writing-a-plugin.md"
 
@@ -39,7 +40,9 @@ def installed(tmp_path_factory) -> dict:
     site = root / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
                     "--target", str(site), str(root / "wechatbot-weather")], check=True, timeout=300)
-    env = {**os.environ, "PYTHONPATH": str(site)}
+    # Only the guide's plugin and the built-in ones, whatever else is installed.
+    others = ", ".join(other_installed_plugins("weather", "echo", "keyword", "media"))
+    env = {**os.environ, "PYTHONPATH": str(site), "WECHATBOT_WECHATBOT__DISABLED": others}
     sections = app_sections(wechatbot={"store": f"sqlite:///{root}/state.db"})
     ini = ini_text({name: values for name, values in sections.items() if name != "wechatbot"})
     ini += guide_ini_section().replace("[wechatbot]\n", f"[wechatbot]\nstore = sqlite:///{root}/state.db\n")

@@ -10,6 +10,7 @@ import pytest
 from wechatbot import hookimpl
 from wechatbot.plugins import PluginLoadError, installed_plugins, select
 from wechatbot.testing import app_sections, ini_text, make_app, simulated_wecom
+from wechatbot.testing.hosts import other_installed_plugins
 
 
 class Says:
@@ -51,8 +52,9 @@ def test_select_refuses_a_plugin_that_is_not_installed() -> None:
 
 def test_configured_order_decides_who_answers() -> None:
     plugins = {"a": Says("from a"), "b": Says("from b")}
+    others = ", ".join(other_installed_plugins(*plugins))
     for order, expected in (("a, b", "from a"), ("b, a", "from b"), ("b, *", "from b")):
-        app = make_app(app_sections(wechatbot={"plugins": order, "store": "memory://"}), plugins)
+        app = make_app(app_sections(wechatbot={"plugins": order, "disabled": others, "store": "memory://"}), plugins)
         assert simulated_wecom(app).text("hi").content == expected
 
 

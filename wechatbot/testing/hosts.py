@@ -105,3 +105,14 @@ def redis_test_url(which: int = 0) -> str:
 
     first = int(os.environ.get("WECHATBOT_TEST_REDIS_DB", "14"))
     return f"redis://127.0.0.1:6379/{first + which}"
+
+
+def other_installed_plugins(*keep: str) -> list[str]:
+    """The installed plugins (entry points) not in ``keep``: put them in ``disabled``.
+
+    A test that lets ``*`` or the example config choose plugins then gets the
+    same result whatever else is installed in the environment.
+    """
+    from ..plugins import installed_plugins
+
+    return sorted(name for name in installed_plugins() if name not in keep)
