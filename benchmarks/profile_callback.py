@@ -7,7 +7,7 @@ temporary directory, echo, ``replay_window = 0``) and pre-builds distinct
 signed callbacks, then reports, all in one thread of one process:
 
 1. the whole WSGI call per request, ours and the bare Flask app's (the
-   difference is what wechatbot adds on top of Flask), and ``Bot.handle_callback``
+   difference is what wechatbot adds on top of Flask), and ``Pipeline.callback``
    alone;
 2. each stage on its own: envelope, signature, decrypt, message parsing,
    delivery (and its parts: the dedup writes, the hand-off to the plugin
@@ -95,7 +95,7 @@ def profile(args: argparse.Namespace, tmp: Path) -> None:
     creds = Credentials.generate()
     app = create_app(write_config(tmp / "bench.ini", creds, tmp / "bench.db"))
     host = app.extensions["wechatbot"]
-    bot = host.bots[""]
+    bot = host.endpoints[""]
     print(f"building {(3 * repeat + 3) * n} callbacks ...", flush=True)
 
     def fresh_envs() -> list[dict]:
@@ -112,12 +112,12 @@ def profile(args: argparse.Namespace, tmp: Path) -> None:
     per_call_us(lambda e: call_wsgi(bare, e), wsgi_batches[0])
     ours = best_us(lambda e: call_wsgi(app, e), wsgi_batches[1:])
     plain = best_us(lambda e: call_wsgi(bare, e), wsgi_batches[1:])
-    handle = best_us(lambda a: bot.handle_callback(*a), handle_batches)
+    handle = best_us(lambda a: host.pipeline.callback(bot, *a), handle_batches)
     print(f"\nCPU µs per request (best of {repeat} runs of {n}):")
     print(f"  wechatbot WSGI call      {ours:7.1f}")
     print(f"  bare Flask WSGI call     {plain:7.1f}")
     print(f"  added by wechatbot       {ours - plain:7.1f}")
-    print(f"  Bot.handle_callback      {handle:7.1f}  (of the added)")
+    print(f"  Pipeline.callback        {handle:7.1f}  (of the added)")
 
     # Each stage alone, in the order the path runs them, on data prepared from fresh callbacks.
     bodies = [a[0] for a in stage_args]
@@ -138,7 +138,7 @@ def profile(args: argparse.Namespace, tmp: Path) -> None:
             lambda i: bot.crypto.verify_signature(stage_args[i][1], stage_args[i][2], stage_args[i][3], encrypted[i]), indexes), False),
         ("decrypt (AES-CBC)", best_us(bot.crypto.decrypt, [encrypted] * repeat), False),
         ("parse message", best_us(parse_message, [plaintexts] * repeat), False),
-        ("delivery.answer", best_us(lambda mp: host.delivery.answer(bot, *mp), answer_inputs), False),
+        ("ask the plugins (echo)", best_us(lambda mp: bot.ask_plugins(mp[0]), answer_inputs), False),
         ("store.add: dedup claim", best_us(lambda k: host.store.add(k, "running", 900), key_batches), True),
         ("thread-pool hop (slow plugins only)", best_us(lambda _: hop.submit(int).result(timeout=5), indexes), True),
         ("dispatch to echo (pluggy)", best_us(lambda m: first_reply(bot.pm, m, bot.context_for), [messages] * repeat), True),

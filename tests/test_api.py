@@ -676,7 +676,7 @@ def test_client_for_a_configured_app(fake: FakeWeComAPI, corp_id: str, secret: s
         "wecom": {**common, "secret": secret, "agent_id": str(AGENT_ID)},
         "wecom:hr": {**common, "secret": hr_secret, "agent_id": "1000005"},
     })
-    client_for(config.app("hr"), memory_store).send_text("zhangsan", "from hr")
-    client_for(config.app(""), memory_store).send_text("zhangsan", "from main")
+    client_for(config.endpoint("hr"), memory_store).send_text("zhangsan", "from hr")
+    client_for(config.endpoint(""), memory_store).send_text("zhangsan", "from main")
     assert [(m["agentid"], m["text"]["content"]) for m in fake.sent] == [(1000005, "from hr"), (AGENT_ID, "from main")]
-    assert "secret" not in repr(client_for(config.app("hr"), memory_store)).lower()
+    assert "secret" not in repr(client_for(config.endpoint("hr"), memory_store)).lower()

@@ -61,13 +61,13 @@ def test_url_verification_answers_the_decrypted_echostr(sim) -> None:
 
 
 def test_echostr_with_plus_turned_into_space_still_verifies(app, client) -> None:
-    bot = app.extensions["wechatbot"].bots[""]
+    endpoint = app.extensions["wechatbot"].endpoints[""]
     for _ in range(20):  # find a ciphertext with a '+' in it
-        echostr = bot.crypto.encrypt("1234567890")
+        echostr = endpoint.crypto.encrypt("1234567890")
         if "+" in echostr:
             break
     ts, nonce = str(int(time.time())), "n1"
-    sig = signature(bot.app.token, ts, nonce, echostr)
+    sig = signature(endpoint.config.token, ts, nonce, echostr)
     query = f"msg_signature={sig}&timestamp={ts}&nonce={nonce}&echostr={echostr}"  # '+' unencoded: read as space
     response = client.get("/callback?" + query)
     assert response.status_code == 200 and response.text == "1234567890"
@@ -105,8 +105,8 @@ def test_events_reach_handle_event(sim) -> None:
 
 
 def test_wrong_signature_is_403_and_logged_without_secrets(app, client, caplog) -> None:
-    bot = app.extensions["wechatbot"].bots[""]
-    encrypted = bot.crypto.encrypt(message_xml("text", content="hi"))
+    endpoint = app.extensions["wechatbot"].endpoints[""]
+    encrypted = endpoint.crypto.encrypt(message_xml("text", content="hi"))
     ts = str(int(time.time()))
     with caplog.at_level(logging.WARNING):
         response = client.post(f"/callback?msg_signature={'0' * 40}&timestamp={ts}&nonce=1",
@@ -114,7 +114,7 @@ def test_wrong_signature_is_403_and_logged_without_secrets(app, client, caplog) 
     assert response.status_code == 403 and "Token" in response.text
     assert "Traceback" not in response.text
     logged = caplog.text
-    assert "403" in logged and bot.app.token not in logged and bot.app.encoding_aes_key not in logged
+    assert "403" in logged and endpoint.config.token not in logged and endpoint.config.encoding_aes_key not in logged
 
 
 @pytest.mark.parametrize("query, body, status", [
@@ -169,17 +169,17 @@ def test_healthz(client) -> None:
 
 
 def test_json_envelope_is_accepted(app, client) -> None:
-    bot = app.extensions["wechatbot"].bots[""]
-    encrypted = bot.crypto.encrypt(message_xml("text", content="plain"))
+    endpoint = app.extensions["wechatbot"].endpoints[""]
+    encrypted = endpoint.crypto.encrypt(message_xml("text", content="plain"))
     ts, nonce = str(int(time.time())), "abc"
-    sig = signature(bot.app.token, ts, nonce, encrypted)
+    sig = signature(endpoint.config.token, ts, nonce, encrypted)
     response = client.post(f"/callback?msg_signature={sig}&timestamp={ts}&nonce={nonce}",
                            json={"ToUserName": "ww", "AgentID": "1", "Encrypt": encrypted})
     assert response.status_code == 200
     answer = response.get_json()
     assert set(answer) == {"encrypt", "msgsignature", "timestamp", "nonce"} and answer["nonce"] == nonce
-    bot.crypto.verify_signature(answer["msgsignature"], str(answer["timestamp"]), nonce, answer["encrypt"])
-    assert "<Content><![CDATA[plain str]]></Content>" in bot.crypto.decrypt(answer["encrypt"])
+    endpoint.crypto.verify_signature(answer["msgsignature"], str(answer["timestamp"]), nonce, answer["encrypt"])
+    assert "<Content><![CDATA[plain str]]></Content>" in endpoint.crypto.decrypt(answer["encrypt"])
 
 
 @pytest.mark.parametrize("query", [
@@ -192,6 +192,6 @@ def test_json_envelope_is_accepted(app, client) -> None:
 def test_query_params_match_parse_qsl(query: str) -> None:
     from urllib.parse import parse_qsl
 
-    from wechatbot.callback import query_params
+    from wechatbot.ext import query_params
 
     assert query_params(query) == dict(parse_qsl(query))

@@ -31,11 +31,11 @@ def test_init_writes_a_loadable_dev_config_once(tmp_path: Path, monkeypatch: pyt
     first = runner.invoke(cli, ["init", "--path", "config.ini"])
     assert first.exit_code == 0 and "EncodingAESKey:" in first.output
     config = load_config("config.ini", environ={})
-    assert config.app().encoding_aes_key in first.output and config.app().token in first.output
+    assert config.endpoint().encoding_aes_key in first.output and config.endpoint().token in first.output
     assert config.store.startswith("sqlite:///") and (tmp_path / "var").is_dir()
     second = runner.invoke(cli, ["init", "--path", "config.ini"])
-    assert "exists" in second.output and config.app().token in second.output
-    assert load_config("config.ini", environ={}).app().token == config.app().token
+    assert "exists" in second.output and config.endpoint().token in second.output
+    assert load_config("config.ini", environ={}).endpoint().token == config.endpoint().token
 
 
 @pytest.fixture

@@ -19,13 +19,13 @@ def sections(**extra: dict) -> dict:
 
 def test_example_config_loads_and_documents_every_key() -> None:
     config = load_config(EXAMPLE, environ={})
-    app = config.app()
+    app = config.endpoint()
     assert app.corp_id == "ww0123456789abcdef" and app.receive_id == app.corp_id
     assert config.callback_path == "/callback" and config.plugins == ["*"]
     text = EXAMPLE.read_text(encoding="utf-8")
-    from wechatbot.config import APP_KEYS, HOST_KEYS
+    from wechatbot.config import ENDPOINT_KEYS, HOST_KEYS
 
-    for key in APP_KEYS | HOST_KEYS:
+    for key in ENDPOINT_KEYS | HOST_KEYS:
         assert f"\n{key} =" in text or f"\n#{key} =" in text, f"{key} is not documented in config.example.ini"
 
 
@@ -46,9 +46,9 @@ def test_environment_overrides_secrets_of_each_app() -> None:
         environ={"WECHATBOT_WECOM__TOKEN": "from-env", "WECHATBOT_WECOM_HR__SECRET": "hr-secret",
                  "WECHATBOT_WECHATBOT__STORE": "memory://"},
     )
-    assert config.app().token == "from-env"
-    assert config.app("hr").secret == "hr-secret"
-    assert config.app("hr").path == "/callback/hr"
+    assert config.endpoint().token == "from-env"
+    assert config.endpoint("hr").secret == "hr-secret"
+    assert config.endpoint("hr").path == "/callback/hr"
     assert config.store == "memory://"
 
 
@@ -57,7 +57,7 @@ def test_wechatbot_plugins_env_overrides_lists_even_when_empty() -> None:
         sections(wechatbot={"plugins": "keyword, *"}, **{"wecom": {**sections()["wecom"], "plugins": "echo"}}),
         environ={"WECHATBOT_PLUGINS": ""},
     )
-    assert config.plugins == [] and config.app().plugins is None
+    assert config.plugins == [] and config.endpoint().plugins is None
 
 
 @pytest.mark.parametrize(
@@ -91,12 +91,12 @@ def test_no_config_file_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_secrets_stay_out_of_repr() -> None:
-    app = config_from_sections(sections(), environ={"WECHATBOT_WECOM__SECRET": "s3cr3t"}).app()
+    app = config_from_sections(sections(), environ={"WECHATBOT_WECOM__SECRET": "s3cr3t"}).endpoint()
     assert "s3cr3t" not in repr(app) and "tok" not in repr(app) and KEY not in repr(app)
 
 
-def test_example_config_starts_a_host_with_the_built_in_plugins() -> None:
-    from wechatbot.app import create_app
+def test_example_config_starts_a_host_with_the_built_in_plugins(request) -> None:
+    from wechatbot import create_app
     from wechatbot.testing import simulated_wecom
 
     from wechatbot.testing.hosts import other_installed_plugins
@@ -106,7 +106,8 @@ def test_example_config_starts_a_host_with_the_built_in_plugins() -> None:
     config = load_config(EXAMPLE, environ={"WECHATBOT_WECHATBOT__STORE": "memory://",
                                            "WECHATBOT_WECHATBOT__DISABLED": others})
     app = create_app(config)
-    names = [p.name for p in app.extensions["wechatbot"].bots[""].plugins]
+    request.addfinalizer(app.extensions["wechatbot"].close)
+    names = [p.name for p in app.extensions["wechatbot"].endpoints[""].plugins]
     assert {"echo", "keyword", "media"} <= set(names)
     wecom = simulated_wecom(app)
     assert wecom.text("hello", from_user="zhangsan").content == "你好，zhangsan"
@@ -119,10 +120,10 @@ def test_bots_need_only_token_and_key() -> None:
         "wecom:assistant": {"type": "aibot", "token": "tok", "encoding_aes_key": KEY},
         "wecom:team": {"type": "group_robot", "token": "tok2", "encoding_aes_key": KEY},
     })
-    bot, robot = config.app("assistant"), config.app("team")
+    bot, robot = config.endpoint("assistant"), config.endpoint("team")
     assert (bot.type, bot.receive_id, bot.corp_id, bot.path, bot.is_bot) == ("aibot", "", "", "/callback/assistant", True)
     assert (robot.type, robot.receive_id, robot.is_bot) == ("group_robot", "", True)
-    assert config_from_sections(sections()).app().type == "app" and not config_from_sections(sections()).app().is_bot
+    assert config_from_sections(sections()).endpoint().type == "app" and not config_from_sections(sections()).endpoint().is_bot
 
 
 def test_endpoint_type_and_bot_keys_are_checked() -> None:

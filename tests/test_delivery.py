@@ -51,7 +51,7 @@ def test_retry_after_the_answer_gets_the_same_reply_without_running_plugins(fake
     assert first.content == again.content == "done: hello"
     assert first.body != again.body  # encrypted afresh for its own nonce
     assert plugin.runs == ["hello"]
-    assert app.extensions["wechatbot"].delivery.stats["retries"] == 1
+    assert app.extensions["wechatbot"].stats["retries"] == 1
 
 
 def test_concurrent_retries_run_the_plugin_once(fake_wecom_api) -> None:
@@ -104,7 +104,7 @@ def test_full_pool_answers_empty_counts_and_still_delivers(fake_wecom_api) -> No
     with ThreadPoolExecutor(2) as pool:
         answers = list(pool.map(lambda text: sim.text(text, from_user=text), ["u1", "u2"]))
     assert [a.body for a in answers] == ["", ""]
-    assert app.extensions["wechatbot"].delivery.stats["overflow"] == 1
+    assert app.extensions["wechatbot"].stats["overflow"] == 1
     sent = fake_wecom_api.wait_for_sent(2, timeout=8)
     assert sorted(m["touser"] for m in sent) == ["u1", "u2"]
 

@@ -109,7 +109,7 @@ def test_startup_failure_names_the_plugin() -> None:
     with pytest.raises(RuntimeError, match=r"plugin 'picky' failed to start .* city is required"):
         make_app(plugins={"picky": Picky()})
     app = make_app(app_sections(**{"plugin:picky": {"city": "Shenzhen"}}), {"picky": Picky()})
-    assert app.extensions["wechatbot"].bots[""].plugins[0].name == "picky"
+    assert app.extensions["wechatbot"].endpoints[""].plugins[0].name == "picky"
 
 
 def test_plugin_gets_its_own_config_section() -> None:
@@ -166,5 +166,5 @@ def test_an_app_with_an_empty_plugin_list_has_none() -> None:
     sections = app_sections()
     sections["wecom"]["plugins"] = ""
     app = make_app(sections, {"a": Says("from a")})
-    assert app.extensions["wechatbot"].bots[""].plugins == []
+    assert app.extensions["wechatbot"].endpoints[""].plugins == []
     assert not simulated_wecom(app).text("hi")

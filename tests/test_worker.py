@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from wechatbot.testing import redis_test_url
-from wechatbot.app import Host
+from wechatbot.host import Host
 from wechatbot.config import load_config
 from wechatbot.testing.fake_api import FakeWeComAPI
 from wechatbot.wecom.messages import parse_message
@@ -48,7 +48,7 @@ def redis_db():
     client.flushdb()
 
 
-def test_worker_command_runs_jobs_queued_by_another_host(tmp_path: Path, redis_db) -> None:
+def test_worker_command_runs_jobs_queued_by_another_host(tmp_path: Path, redis_db, request) -> None:
     (tmp_path / "plugins").mkdir()
     (tmp_path / "plugins" / "queuer.py").write_text(PLUGIN)
     secret = uuid.uuid4().hex
@@ -62,8 +62,9 @@ def test_worker_command_runs_jobs_queued_by_another_host(tmp_path: Path, redis_d
         )
         # A web host whose own consumers are not running: it only queues.
         web = Host(load_config(config_file, environ={}))
+        request.addfinalizer(web.close)
         message = parse_message(message_xml("text", content="report", from_user="lisi"))
-        assert web.bots[""].ask_plugins(message) == ("queuer", TextReply("queued"))
+        assert web.endpoints[""].ask_plugins(message) == ("queuer", TextReply("queued"))
         worker = subprocess.Popen([sys.executable, "-m", "wechatbot.cli", "worker", "--config", str(config_file)],
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:

@@ -11,7 +11,8 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "create_app": "app",
+    "create_app": "ext",
+    "WeComBot": "ext",
     "PluginContext": "context",
     "hookimpl": "hookspecs",
     "WechatbotError": "errors",

@@ -17,8 +17,9 @@ from .redact import remember_secret
 
 DEFAULT_API_BASE = "https://qyapi.weixin.qq.com"
 DEFAULT_STORE = "sqlite:///var/wechatbot.db"
+DEFAULT_CONFIG_FILE = "config.ini"
 
-APP_KEYS = {
+ENDPOINT_KEYS = {
     "type", "corp_id", "token", "encoding_aes_key", "agent_id", "secret", "api_base",
     "receive_id", "plugins",
 }
@@ -42,8 +43,11 @@ class ConfigError(WechatbotError, ValueError):
 
 
 @dataclass(frozen=True)
-class AppConfig:
-    """One WeCom app (``[wecom]`` or ``[wecom:NAME]``) served by this host."""
+class EndpointConfig:
+    """One WeCom endpoint (``[wecom]`` or ``[wecom:NAME]``) served by this host.
+
+    ``type`` names its channel: ``app`` for a self-built app (自建应用).
+    """
 
     name: str
     corp_id: str
@@ -64,19 +68,23 @@ class AppConfig:
 
     @property
     def section(self) -> str:
-        """The INI section this app came from, for error messages."""
+        """The INI section this endpoint came from, for error messages."""
         return f"wecom:{self.name}" if self.name else "wecom"
 
     def __repr__(self) -> str:  # keep secrets out of logs and tracebacks
-        return (f"AppConfig(name={self.name!r}, type={self.type!r}, corp_id={self.corp_id!r}, "
+        return (f"EndpointConfig(name={self.name!r}, type={self.type!r}, corp_id={self.corp_id!r}, "
                 f"agent_id={self.agent_id!r}, path={self.path!r})")
+
+
+# The name the API client and older plugins know it by.
+AppConfig = EndpointConfig
 
 
 @dataclass(frozen=True)
 class Config:
     """The whole host configuration."""
 
-    apps: dict[str, AppConfig]
+    endpoints: dict[str, EndpointConfig]
     callback_path: str = "/callback"
     plugins: list[str] = field(default_factory=lambda: ["*"])
     plugins_from_env: bool = False
@@ -95,13 +103,13 @@ class Config:
     plugin_settings: dict[str, dict[str, str]] = field(default_factory=dict)
     source: str | None = None
 
-    def app(self, name: str = "") -> AppConfig:
-        """The app called ``name`` (``""`` is ``[wecom]``), or a ConfigError."""
+    def endpoint(self, name: str = "") -> EndpointConfig:
+        """The endpoint called ``name`` (``""`` is ``[wecom]``), or a ConfigError."""
         try:
-            return self.apps[name]
+            return self.endpoints[name]
         except KeyError:
-            known = ", ".join(repr(n) for n in self.apps) or "none"
-            raise ConfigError(f"no app [wecom:{name}] in the config (apps: {known})") from None
+            known = ", ".join(repr(n) for n in self.endpoints) or "none"
+            raise ConfigError(f"no endpoint [wecom:{name}] in the config (endpoints: {known})") from None
 
     def plugin_config(self, name: str) -> dict[str, str]:
         """The ``[plugin:NAME]`` section as plain data (empty when absent)."""
@@ -163,9 +171,9 @@ def _check_keys(section: str, values: Mapping[str, str], allowed: set[str]) -> N
             raise ConfigError(f"unknown key [{section}] {key} (known: {', '.join(sorted(allowed))})")
 
 
-def _app(name: str, values: Mapping[str, str], callback_path: str, own_plugins: bool) -> AppConfig:
+def _endpoint(name: str, values: Mapping[str, str], callback_path: str, own_plugins: bool) -> EndpointConfig:
     section = f"wecom:{name}" if name else "wecom"
-    _check_keys(section, values, APP_KEYS)
+    _check_keys(section, values, ENDPOINT_KEYS)
     kind = values.get("type", "").strip() or "app"
     if kind not in ENDPOINT_TYPES:
         raise ConfigError(f"[{section}] type must be one of {', '.join(ENDPOINT_TYPES)}, got {kind!r}")
@@ -188,7 +196,7 @@ def _app(name: str, values: Mapping[str, str], callback_path: str, own_plugins: 
     corp_id = values.get("corp_id", "").strip()
     # The bots seal their callbacks with an empty receive id (D:101033, D:99399).
     default_receive_id = corp_id if kind == "app" else ""
-    return AppConfig(
+    return EndpointConfig(
         name=name,
         corp_id=corp_id,
         token=values["token"].strip(),
@@ -222,11 +230,13 @@ def _stream_window(host: Mapping[str, str]) -> float:
 
 
 def load_config(path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None) -> Config:
-    """Load the configuration from ``path`` (or ``$WECHATBOT_CONFIG``) plus the environment."""
+    """Load the configuration from ``path``, else ``$WECHATBOT_CONFIG``, else ``./config.ini``, plus the environment."""
     environ = os.environ if environ is None else environ
-    path = path or environ.get("WECHATBOT_CONFIG")
+    path = path or environ.get("WECHATBOT_CONFIG") or (DEFAULT_CONFIG_FILE if Path(DEFAULT_CONFIG_FILE).is_file() else None)
     if not path:
-        raise ConfigError("no config file: pass --config PATH or set WECHATBOT_CONFIG (see config.example.ini)")
+        raise ConfigError(
+            f"no config file: pass --config PATH, set WECHATBOT_CONFIG or write ./{DEFAULT_CONFIG_FILE} (see config.example.ini)"
+        )
     parser = read_ini(path)
     return config_from_sections({s: dict(parser[s]) for s in parser.sections()}, environ, source=str(path))
 
@@ -257,15 +267,15 @@ def config_from_sections(
     app_sections = [s for s in merged if s == "wecom" or s.startswith("wecom:")]
     if not app_sections:
         raise ConfigError("the config has no [wecom] section: at least one app is needed")
-    apps = {}
+    endpoints = {}
     for section in app_sections:
         name = section.partition(":")[2]
         # WECHATBOT_PLUGINS is the way out of a broken plugin: it beats every app's own list too.
-        apps[name] = _app(name, merged[section], callback_path, own_plugins=not plugins_from_env)
+        endpoints[name] = _endpoint(name, merged[section], callback_path, own_plugins=not plugins_from_env)
 
     store = host.get("store", "").strip() or DEFAULT_STORE
     return Config(
-        apps=apps,
+        endpoints=endpoints,
         callback_path=callback_path,
         plugins=plugins,
         plugins_from_env=plugins_from_env,

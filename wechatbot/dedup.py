@@ -52,6 +52,8 @@ class Dedup:
         self._pending: dict[str, str] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._writer: threading.Thread | None = None
         self._writer_pid: int | None = None
 
     def claim(self, key: str) -> bool:
@@ -104,8 +106,21 @@ class Dedup:
         self._writer_pid = os.getpid()
         self._lock = threading.Lock()  # a fork may have copied it held
         self._wake = threading.Event()
-        threading.Thread(target=self._write_batches, name="wechatbot-dedup-writer", daemon=True).start()
+        self._stop = threading.Event()
+        self._writer = threading.Thread(target=self._write_batches, name="wechatbot-dedup-writer", daemon=True)
+        self._writer.start()
         atexit.register(self.flush)
+
+    def stop(self) -> None:
+        """Write what is pending and end this process's writer thread."""
+        writer, self._writer = self._writer, None
+        if writer is not None and self._writer_pid == os.getpid():
+            self._stop.set()
+            self._wake.set()
+            writer.join(timeout=5)
+            atexit.unregister(self.flush)
+        self._writer_pid = None
+        self.flush()
 
     def _later(self, key: str, value: str) -> None:
         with self._lock:
@@ -113,8 +128,9 @@ class Dedup:
         self._wake.set()
 
     def _write_batches(self) -> None:
-        while True:
+        stop = self._stop
+        while not stop.is_set():
             self._wake.wait()
-            time.sleep(self.flush_every)  # let a batch gather
+            stop.wait(self.flush_every)  # let a batch gather
             self._wake.clear()
             self.flush()

@@ -63,6 +63,11 @@ class _EmbeddedConsumer(Consumer):
     def _set_signal_handlers(self) -> None:
         pass
 
+    def _create_process(self, process: Any, name: str) -> Any:
+        thread = super()._create_process(process, name)
+        thread.name = f"wechatbot-jobs-{name}"  # findable among the web worker's threads
+        return thread
+
 
 Runner = Callable[[dict], None]
 
@@ -82,6 +87,7 @@ class Jobs:
         self._consumer: Consumer | None = None
         self._pid: int | None = None
         self._stop = threading.Event()
+        self._heartbeat_thread: threading.Thread | None = None
         self.task = huey.task(name="wechatbot.run_job")(self._run)
 
     # -- starting and stopping -------------------------------------------
@@ -99,13 +105,24 @@ class Jobs:
             check_worker_health=False, worker_type="thread",
         )
         self._consumer.start()
-        threading.Thread(target=self._heartbeat, name="wechatbot-lease-heartbeat", daemon=True).start()
+        self._heartbeat_thread = threading.Thread(target=self._heartbeat, name="wechatbot-lease-heartbeat", daemon=True)
+        self._heartbeat_thread.start()
 
-    def stop(self) -> None:
-        """Stop the consumer; leases still held expire and their guards take over."""
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the consumer and the heartbeat and wait for their threads to end.
+
+        Leases still held expire and their guards take over, in this process or another.
+        """
         self._stop.set()
-        if self._consumer is not None and self._pid == os.getpid():
-            self._consumer.stop(graceful=False)
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None and self._pid == os.getpid():
+            consumer.stop(graceful=False)
+            threads = [thread for _, thread in consumer.worker_threads] + [consumer.scheduler]
+            if self._heartbeat_thread is not None:
+                threads.append(self._heartbeat_thread)
+            for thread in threads:
+                thread.join(timeout)
+        self._heartbeat_thread = None
         self._pid = None
 
     # -- submitting ------------------------------------------------------

@@ -41,8 +41,8 @@ def init(path: str, corp_id: str, force: bool) -> None:
     """Write a development config with a fresh Token and EncodingAESKey."""
     target = Path(path)
     if target.exists() and not force:
-        app = _load(str(target)).app()
-        token, key = app.token, app.encoding_aes_key
+        endpoint = _load(str(target)).endpoint()
+        token, key = endpoint.token, endpoint.encoding_aes_key
         click.echo(f"{target} exists; keeping it (use --force to write a new one)")
     else:
         token, key = generate_token(), generate_aes_key()
@@ -66,33 +66,38 @@ def genkey() -> None:
 @click.option("--debug", is_flag=True)
 def serve(config_path: str | None, host: str, port: int, debug: bool) -> None:
     """Run the bot host with Flask's development server (use gunicorn in production)."""
-    from ..app import create_app
+    from ..ext import create_app
 
     app = create_app(_load(config_path))
-    for bot in app.extensions["wechatbot"].bots.values():
-        click.echo(f"app [{bot.app.section}] callback URL: http://{host}:{port}{bot.app.path}")
-    app.run(host=host, port=port, debug=debug, use_reloader=False, threaded=True)
+    for endpoint in app.extensions["wechatbot"].endpoints.values():
+        click.echo(f"[{endpoint.section}] callback URL: http://{host}:{port}{endpoint.path}")
+    try:
+        app.run(host=host, port=port, debug=debug, use_reloader=False, threaded=True)
+    finally:
+        app.extensions["wechatbot"].close()
 
 
 @cli.command("plugins")
 @CONFIG_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def plugins_command(config_path: str | None, as_json: bool) -> None:
-    """List installed plugins: version, source, hooks, and the order each app calls them in."""
-    from ..app import Host
+    """List installed plugins: version, source, hooks, and the order each endpoint calls them in."""
+    from ..host import Host
     from ..plugins import call_order
 
-    host = Host(_load(config_path))
-    # Per app and hook, the order plugins are really asked in (tryfirst/trylast included).
-    chains = {bot.app.section: {hook: [impl.plugin_name for impl in call_order(bot.pm, hook)]
-                                for hook in ("handle_message", "handle_event")}
-              for bot in host.bots.values()}
+    with Host(_load(config_path)) as host:
+        endpoints = list(host.endpoints.values())
+        candidates, loaded_plugins = host.candidates, host.loaded
+    # Per endpoint and hook, the order plugins are really asked in (tryfirst/trylast included).
+    chains = {e.section: {hook: [impl.plugin_name for impl in call_order(e.pm, hook)]
+                          for hook in ("handle_message", "handle_event")}
+              for e in endpoints}
     rows = []
-    for name, candidate in sorted(host.candidates.items()):
-        loaded = host.loaded.get(name)
-        apps = {bot.app.section: [p.name for p in bot.plugins].index(name) + 1
-                for bot in host.bots.values() if name in [p.name for p in bot.plugins]}
-        pm = next((bot.pm for bot in host.bots.values() if loaded in bot.plugins), None)
+    for name, candidate in sorted(candidates.items()):
+        loaded = loaded_plugins.get(name)
+        apps = {e.section: [p.name for p in e.plugins].index(name) + 1
+                for e in endpoints if name in [p.name for p in e.plugins]}
+        pm = next((e.pm for e in endpoints if loaded in e.plugins), None)
         rows.append({
             "name": name, "version": candidate.version, "source": candidate.source,
             "enabled": bool(apps), "order": apps, "hooks": loaded.hooks(pm) if loaded and pm else [],
@@ -130,18 +135,18 @@ def simulate(config_path: str | None, url: str, app_name: str, verify: bool, tex
     """
     from ..testing.simulator import SimulatedWeCom, event_xml, http_transport, message_xml
 
-    app = _load(config_path).app(app_name)
-    sim = SimulatedWeCom(http_transport(url), app.token, app.encoding_aes_key, app.receive_id, path="")
+    endpoint = _load(config_path).endpoint(app_name)
+    sim = SimulatedWeCom(http_transport(url), endpoint.token, endpoint.encoding_aes_key, endpoint.receive_id, path="")
     if verify:
         click.echo(f"URL verification OK: echoed {sim.verify_url()}")
         return
     extra = dict(f.split("=", 1) for f in fields)
     if event:
-        xml = event_xml(event, from_user=from_user, to_user=app.corp_id, **({"event_key": event_key} if event_key else {}), **extra)
+        xml = event_xml(event, from_user=from_user, to_user=endpoint.corp_id, **({"event_key": event_key} if event_key else {}), **extra)
     elif msg_type:
-        xml = message_xml(msg_type, from_user=from_user, to_user=app.corp_id, **extra)
+        xml = message_xml(msg_type, from_user=from_user, to_user=endpoint.corp_id, **extra)
     else:
-        xml = message_xml("text", from_user=from_user, to_user=app.corp_id, content=text or "hello", **extra)
+        xml = message_xml("text", from_user=from_user, to_user=endpoint.corp_id, content=text or "hello", **extra)
     received = sim.post_xml(xml)
     if received.status != 200:
         raise click.ClickException(f"HTTP {received.status}: {received.body.strip()}")
@@ -158,14 +163,14 @@ def worker(config_path: str | None) -> None:
 
     Useful with a Redis store when several hosts share one queue.
     """
-    from ..app import Host
+    from ..host import Host
     from ..jobs import describe, run_standalone
 
-    host = Host(_load(config_path))
-    for bot in host.bots.values():
-        bot.start()
-    click.echo(f"running deferred jobs from {describe(host.delivery.jobs.huey)}")
-    run_standalone(host.delivery.jobs)
+    with Host(_load(config_path)) as host:
+        for endpoint in host.endpoints.values():
+            endpoint.start()
+        click.echo(f"running deferred jobs from {describe(host.jobs.huey)}")
+        run_standalone(host.jobs)
 
 
 def _register_plugin_commands(group: click.Group) -> None:

@@ -154,7 +154,7 @@ def send(message_file: Any, message_text: str | None, fields: tuple[str, ...], a
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     try:
-        app = config.app(app_name)
+        app = config.endpoint(app_name)
     except ConfigError as exc:
         raise click.BadParameter(str(exc), param_hint="--app") from None
     if not app.secret:

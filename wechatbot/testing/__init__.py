@@ -5,11 +5,11 @@ plugin ``wechatbot.testing.pytest_plugin``; the helpers below are for tests that
 build hosts themselves.
 """
 from .hosts import (
-    TEST_CORP_ID, app_sections, flask_transport, free_port, ini_text, make_app, simulated_wecom, redis_test_url,
+    TEST_CORP_ID, app_sections, close_built_hosts, flask_transport, free_port, ini_text, make_app, simulated_wecom, redis_test_url,
     wait_until_serving,
 )
 
 __all__ = [
-    "TEST_CORP_ID", "app_sections", "flask_transport", "free_port", "ini_text", "make_app", "redis_test_url",
+    "TEST_CORP_ID", "app_sections", "close_built_hosts", "flask_transport", "free_port", "ini_text", "make_app", "redis_test_url",
     "simulated_wecom", "wait_until_serving",
 ]

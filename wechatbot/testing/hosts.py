@@ -9,6 +9,7 @@ from typing import Any, Mapping
 from flask import Flask
 
 from ..config import config_from_sections
+from ..host import Host
 from ..wecom.crypto import generate_aes_key, generate_token
 from .simulator import SimulatedWeCom, Transport
 
@@ -39,19 +40,33 @@ def ini_text(sections: Mapping[str, Mapping[str, str]]) -> str:
     )
 
 
+# Hosts built by make_app and not closed yet (the pytest plugin closes them after each test).
+_built: list[Host] = []
+
+
 def make_app(sections: Mapping[str, Mapping[str, str]] | None = None, plugins: Mapping[str, Any] | None = None,
              environ: Mapping[str, str] | None = None) -> Flask:
     """A wechatbot Flask app from INI-like sections (default: a fresh test app).
 
     With ``plugins``, exactly those plugin objects are used (unless the
-    sections name others in ``[wechatbot] plugins``).
+    sections name others in ``[wechatbot] plugins``). The app's host is
+    closed by :func:`close_built_hosts` (the pytest plugin calls it after
+    every test).
     """
-    from ..app import create_app
+    from ..ext import create_app
 
     sections = {k: dict(v) for k, v in (sections or app_sections()).items()}
     if plugins is not None:
         sections.setdefault("wechatbot", {}).setdefault("plugins", ", ".join(plugins) or "")
-    return create_app(config_from_sections(sections, environ or {}), plugins=plugins)
+    app = create_app(config_from_sections(sections, environ or {}), plugins=plugins)
+    _built.append(app.extensions["wechatbot"])
+    return app
+
+
+def close_built_hosts() -> None:
+    """Close every host :func:`make_app` built that is still open: their threads end, their stores close."""
+    while _built:
+        _built.pop().close()
 
 
 def flask_transport(app: Flask) -> Transport:
@@ -66,9 +81,10 @@ def flask_transport(app: Flask) -> Transport:
 
 
 def simulated_wecom(app: Flask, name: str = "") -> SimulatedWeCom:
-    """A simulated WeCom for the app's ``[wecom]`` (or ``[wecom:NAME]``) section."""
-    bot = app.extensions["wechatbot"].bots[name]
-    return SimulatedWeCom(flask_transport(app), bot.app.token, bot.app.encoding_aes_key, bot.app.receive_id, bot.app.path)
+    """A simulated WeCom for the app's ``[wecom]`` (or ``[wecom:NAME]``) endpoint."""
+    endpoint = app.extensions["wechatbot"].endpoints[name]
+    config = endpoint.config
+    return SimulatedWeCom(flask_transport(app), config.token, config.encoding_aes_key, config.receive_id, endpoint.path)
 
 
 def free_port() -> int:

@@ -20,8 +20,15 @@ from typing import Any, Iterator, Mapping
 import pytest
 from flask import Flask
 
-from .hosts import app_sections, make_app, simulated_wecom
+from .hosts import app_sections, close_built_hosts, make_app, simulated_wecom
 from .simulator import SimulatedWeCom
+
+
+@pytest.fixture(autouse=True)
+def _wechatbot_close_hosts() -> Iterator[None]:
+    """Close the hosts a test built with ``make_app`` (and these fixtures) when it ends."""
+    yield
+    close_built_hosts()
 
 
 @pytest.fixture

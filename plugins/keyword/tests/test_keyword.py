@@ -244,7 +244,7 @@ def test_no_match_and_no_other_plugin_is_an_empty_answer() -> None:
 # --- a real INI file -------------------------------------------------------
 
 
-def test_rules_from_an_ini_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_rules_from_an_ini_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
     wecom_section = app_sections()["wecom"]
     rules_file(tmp_path, [{"name": "menu", "event": {"name": "click", "key": "MENU_HELP"}, "reply": "菜单帮助"}])
     config = tmp_path / "wechatbot.ini"
@@ -261,14 +261,16 @@ def test_rules_from_an_ini_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         encoding="utf-8",
     )
     monkeypatch.chdir(tmp_path)
-    wecom = simulated_wecom(create_app(str(config)))
+    app = create_app(str(config))
+    request.addfinalizer(app.extensions["wechatbot"].close)
+    wecom = simulated_wecom(app)
     assert wecom.text("Hello").content == "100% 你好"
     assert not wecom.text("hello")
     assert wecom.text("帮助", from_user="lisi").content == "第一行\n第二行 lisi"
     assert wecom.event("click", event_key="MENU_HELP").content == "菜单帮助"
 
 
-def test_the_readme_example_starts_and_answers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_readme_example_starts_and_answers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
     readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
     ini = re.findall(r"```ini\n(.*?)```", readme, re.S)[1]
     (tmp_path / "keyword-rules.yaml").write_text(re.findall(r"```yaml\n(.*?)```", readme, re.S)[0], encoding="utf-8")
@@ -280,7 +282,9 @@ def test_the_readme_example_starts_and_answers(tmp_path: Path, monkeypatch: pyte
         encoding="utf-8",
     )
     monkeypatch.chdir(tmp_path)
-    wecom = simulated_wecom(create_app(str(config)))
+    app = create_app(str(config))
+    request.addfinalizer(app.extensions["wechatbot"].close)
+    wecom = simulated_wecom(app)
     assert wecom.text("HELLO", from_user="lisi").content == "你好，lisi"
     assert wecom.text("帮助").content == "发送「天气 城市」查询天气\n发送「订单 号码」查询订单"
     assert wecom.text("订单42").content == "订单 42 已收到，我们会尽快处理"

@@ -1,0 +1,23 @@
+"""Session-wide guards for the test suite."""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Iterator
+
+import pytest
+
+
+def _wechatbot_threads() -> list[str]:
+    return sorted(t.name for t in threading.enumerate() if t.name.startswith("wechatbot") and t.is_alive())
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_wechatbot_threads_left_behind() -> Iterator[None]:
+    """A test session leaves no wechatbot thread running: every host a test built was closed."""
+    before = set(_wechatbot_threads())
+    yield
+    deadline = time.monotonic() + 5
+    while (left := [n for n in _wechatbot_threads() if n not in before]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not left, f"threads still running after the test session (a host was not closed): {left}"

@@ -1,0 +1,34 @@
+"""The self-built app channel (自建应用, ``type = app``): XML messages, XML passive replies.
+
+WeCom seals XML in an XML envelope (a JSON envelope also arrives from some
+set-ups; the answer then goes back in JSON). A passive answer carries one
+reply of at most 2048 bytes of text or 8 articles, and only to messages and
+the events that show one; anything else is pushed through ``message/send``.
+"""
+from __future__ import annotations
+
+import xmltodict
+
+from ..wecom.messages import Message, parse_message
+from ..wecom.replies import Reply
+from .base import Channel
+
+
+class AppChannel(Channel):
+    """``[wecom] type = app``."""
+
+    type = "app"
+    envelope = None
+    push_via = "message_send"
+
+    def parse(self, plaintext: str) -> Message:
+        return parse_message(plaintext)
+
+    def dump(self, message: Message) -> str:
+        return xmltodict.unparse({"xml": message.raw}, full_document=False)
+
+    def can_answer_passively(self, reply: Reply, message: Message) -> bool:
+        return reply.fits_passive and message.accepts_passive_reply
+
+    def render_passive(self, reply: Reply, message: Message, now: int) -> str:
+        return reply.to_xml(to_user=message.from_user, from_user=message.to_user, create_time=now)

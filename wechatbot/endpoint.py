@@ -1,0 +1,107 @@
+"""One configured WeCom endpoint at run time: its crypto, channel, plugins and API client.
+
+An :class:`Endpoint` is built once per ``[wecom]`` / ``[wecom:NAME]`` section
+and never changes afterwards. It knows how to ask its plugins; what a callback
+goes through (checks, dedup, deadline, delivery) is the pipeline's.
+"""
+from __future__ import annotations
+
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, Callable
+
+import pluggy
+
+from .channels import Channel, channel_for
+from .config import Config, EndpointConfig
+from .context import PluginContext
+from .deferred import call_record
+from .dispatch import first_reply, hook_for, notify_all
+from .plugins import LoadedPlugin, call_order, inline_prefix
+from .storage import PluginStorage
+from .store import Store
+from .wecom.crypto import WeComCrypto
+from .wecom.messages import Message
+from .wecom.replies import Reply
+
+if TYPE_CHECKING:
+    from .api import WeComAPI
+
+#: Queues a durable job record; returns its key (``Jobs.submit``).
+SubmitJob = Callable[[dict], str]
+
+
+class Endpoint:
+    """The run-time side of one ``[wecom]`` / ``[wecom:NAME]`` section."""
+
+    def __init__(self, config: EndpointConfig, host_config: Config, plugins: list[LoadedPlugin],
+                 pm: pluggy.PluginManager, store: Store, submit_job: SubmitJob, *, path: str | None = None) -> None:
+        """``path`` is where its callbacks arrive (default: the configured path)."""
+        self.config = config
+        self.name = config.name
+        self.section = config.section
+        self.path = config.path if path is None else path
+        self.plugins = plugins
+        self.pm = pm
+        self.store = store
+        self.crypto = WeComCrypto(config.token, config.encoding_aes_key, config.receive_id)
+        self.channel: Channel = channel_for(config)
+        self._submit_job = submit_job
+        self.contexts = {
+            p.name: PluginContext(
+                p.name, config, host_config.plugin_config(p.name), PluginStorage(store, p.name),
+                api_factory=lambda: self.api, defer_hook=self._defer, notify_hook=self.notify,
+            )
+            for p in plugins
+        }
+        # Per hook and part: the leading plugins that may run on the request
+        # thread ("inline"), the rest, and all of them.
+        self.chains: dict[str, dict[str, list]] = {}
+        for hook in ("handle_message", "handle_event"):
+            inline, rest = inline_prefix(call_order(pm, hook), plugins)
+            self.chains[hook] = {"inline": inline, "rest": rest, "all": inline + rest}
+
+    def __repr__(self) -> str:
+        return f"Endpoint({self.section!r}, type={self.config.type!r}, path={self.path!r})"
+
+    @cached_property
+    def api(self) -> WeComAPI:
+        """The endpoint's WeCom API client, made on first use."""
+        from .api import client_for
+
+        return client_for(self.config, self.store)
+
+    def context_for(self, plugin_name: str) -> PluginContext:
+        """The context handed to ``plugin_name``."""
+        return self.contexts[plugin_name]
+
+    def start(self) -> None:
+        """Run every plugin's ``startup`` hook; a failure stops start-up naming the plugin."""
+        for impl in reversed(self.pm.hook.startup.get_hookimpls()):
+            try:
+                impl.function(*[{"context": self.context_for(impl.plugin_name)}[a] for a in impl.argnames])
+            except Exception as exc:
+                raise RuntimeError(
+                    f"plugin {impl.plugin_name!r} failed to start for [{self.section}]: {exc}; "
+                    f"fix its [plugin:{impl.plugin_name}] section or disable it"
+                ) from exc
+
+    def ask_plugins(self, message: Message, part: str = "all") -> tuple[str | None, Reply | None]:
+        """Run the plugins for ``message``: ``(plugin, reply)`` or ``(None, None)``.
+
+        ``part`` is ``"inline"`` for the leading plugins that declared
+        ``wechatbot_inline = True``, ``"rest"`` for the others, or ``"all"``.
+        """
+        chain = self.chains[hook_for(message)][part]
+        found = first_reply(self.pm, message, self.context_for, chain) if chain else None
+        return found if found else (None, None)
+
+    def has_slow_plugins(self, message: Message) -> bool:
+        """Whether some plugin for ``message`` must run off the request thread."""
+        return bool(self.chains[hook_for(message)]["rest"])
+
+    def notify(self, hook: str, **kwargs: Any) -> list[tuple[str, Any]]:
+        """Call every plugin's ``hook``, isolating failures."""
+        return notify_all(self.pm, hook, self.context_for, **kwargs)
+
+    def _defer(self, context: PluginContext, func: Callable[..., Any], message: Message, *args: Any) -> None:
+        self._submit_job(call_record(self.name, self.channel.dump(message), context.plugin_name, func, list(args)))

@@ -1,0 +1,208 @@
+"""``WeComBot``: the Flask extension that answers WeCom's callbacks.
+
+Add it to any Flask app::
+
+    app = Flask(__name__)
+    bot = WeComBot(app, config="config.ini")      # or WeComBot() … bot.init_app(app)
+
+It registers a Blueprint with one view per endpoint path (``callback_path``
+and ``callback_path/NAME``) answering GET (URL verification) and POST
+(callbacks). Every callback is an ordinary Flask request: the app's
+``before_request`` / ``after_request`` hooks, error handlers, signals and
+``MAX_CONTENT_LENGTH`` apply to it. The host (store, plugins, threads) lives
+in ``app.extensions["wechatbot"]``; ``bot.close(app)`` (or
+``app.extensions["wechatbot"].close()``) stops its threads and closes the store.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any, Callable, Mapping
+from urllib.parse import parse_qsl
+
+from flask import Blueprint, Flask, Response, current_app, request
+
+from .config import Config, load_config
+from .endpoint import Endpoint
+from .host import Host
+from .wecom.crypto import SignatureError, WeComCryptoError
+from .wecom.messages import MessageParseError
+
+log = logging.getLogger("wechatbot")
+
+EXTENSION = "wechatbot"
+QUERY_KEYS = ("msg_signature", "timestamp", "nonce")
+_READ_CHUNK = 64 * 1024
+
+ConfigSource = Config | str | os.PathLike[str] | None
+
+
+class WeComBot:
+    """The Flask extension: ``WeComBot(app, config=...)`` or ``WeComBot()`` then ``init_app``.
+
+    ``config`` is a :class:`Config` or the path of an INI file; without one,
+    ``app.config["WECHATBOT_CONFIG"]``, then ``$WECHATBOT_CONFIG``, then
+    ``./config.ini`` is used. ``plugins`` registers extra plugin objects by
+    name (selected and ordered like installed ones). ``url_prefix`` is put
+    before every callback path. The extension object keeps no state of its
+    own: one can serve several apps.
+    """
+
+    def __init__(self, app: Flask | None = None, config: ConfigSource = None, *,
+                 plugins: Mapping[str, Any] | None = None, url_prefix: str = "") -> None:
+        self.config = config
+        self.plugins = plugins
+        self.url_prefix = url_prefix
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask, config: ConfigSource = None, *, url_prefix: str | None = None) -> Host:
+        """Build the host for ``app``, start it, and register the callback views."""
+        if EXTENSION in app.extensions:
+            raise RuntimeError("WeComBot is already registered on this app")
+        resolved = resolve_config(config if config is not None else self.config, app)
+        prefix = (self.url_prefix if url_prefix is None else url_prefix).rstrip("/")
+        host = Host(resolved, self.plugins, url_prefix=prefix)
+        try:
+            host.start()
+            app.register_blueprint(callback_blueprint(host, app.response_class))
+        except BaseException:
+            host.close()
+            raise
+        app.extensions[EXTENSION] = host
+        return host
+
+    @staticmethod
+    def host(app: Flask | None = None) -> Host:
+        """The host serving ``app`` (default: the current app)."""
+        return (app or current_app).extensions[EXTENSION]
+
+    def close(self, app: Flask | None = None) -> None:
+        """Stop the threads of ``app``'s host and close its store (call it when the app goes away)."""
+        self.host(app).close()
+
+
+def resolve_config(config: ConfigSource, app: Flask) -> Config:
+    """The configuration, first match wins: a Config, a path, ``app.config["WECHATBOT_CONFIG"]``,
+    ``$WECHATBOT_CONFIG``, ``./config.ini``."""
+    if isinstance(config, Config):
+        return config
+    if config is not None:
+        return load_config(config)
+    from_app = app.config.get("WECHATBOT_CONFIG")
+    if isinstance(from_app, Config):
+        return from_app
+    return load_config(from_app or None)
+
+
+def callback_blueprint(host: Host, response_class: type[Response] = Response) -> Blueprint:
+    """A Blueprint with one view (GET and POST) per endpoint of ``host``."""
+    blueprint = Blueprint(EXTENSION, __name__)
+    max_body = host.config.max_body
+    for endpoint in host.endpoints.values():
+        name = "callback_" + (endpoint.name.replace(".", "_") or "default")
+        blueprint.add_url_rule(endpoint.path, name, _view(host, endpoint, max_body, response_class), methods=["GET", "POST"])
+    return blueprint
+
+
+def _view(host: Host, endpoint: Endpoint, max_body: int, response_class: type[Response]) -> Callable[[], Response]:
+    pipeline = host.pipeline
+    debug = log.isEnabledFor
+
+    def refuse(status: int, reason: str) -> Response:
+        """One log line (no secrets) and a plain-text answer."""
+        log.warning("refused %s %s from %s: %d %s", request.method, request.path, request.remote_addr, status, reason)
+        return response_class(reason + "\n", status=status, mimetype="text/plain")
+
+    def callback() -> Response:
+        query = query_params(request.environ.get("QUERY_STRING", ""))
+        sig, ts, nonce = query.get("msg_signature"), query.get("timestamp"), query.get("nonce")
+        if request.method == "GET":
+            echostr = query.get("echostr")
+            if not (sig and ts and nonce and echostr):
+                return refuse(400, "missing query parameter(s): " + _missing(query, QUERY_KEYS + ("echostr",)))
+            try:
+                # WeCom percent-encodes '+' in echostr; a proxy that decodes it as a form turns it into a space.
+                return response_class(pipeline.verify(endpoint, sig, ts, nonce, echostr.replace(" ", "+")), mimetype="text/plain")
+            except SignatureError as exc:
+                return refuse(403, str(exc))
+            except WeComCryptoError as exc:
+                return refuse(400, str(exc))
+        if not (sig and ts and nonce):
+            return refuse(400, "missing query parameter(s): " + _missing(query, QUERY_KEYS))
+        body = _read_body(max_body)
+        if body is None:
+            return refuse(413, f"request body over {max_body} bytes")
+        try:
+            answer = pipeline.callback(endpoint, body, sig, ts, nonce)
+        except SignatureError as exc:
+            return refuse(403, str(exc))
+        except (WeComCryptoError, MessageParseError) as exc:
+            return refuse(400, str(exc))
+        if debug(logging.DEBUG):
+            message = answer.message
+            kind = f"event {message.event}" if message.is_event else f"{message.type} message"
+            log.debug("[%s] %s from %s answered by %s (%s)", endpoint.section, kind, message.from_user,
+                      answer.plugin or "no plugin", answer.route.value)
+        return response_class(answer.body, mimetype=answer.mimetype)
+
+    return callback
+
+
+def _read_body(max_body: int) -> bytes | None:
+    """The request body through werkzeug (chunked bodies too); ``None`` when over ``max_body``.
+
+    When the app sets ``MAX_CONTENT_LENGTH`` werkzeug enforces it, and its 413
+    reaches the app's error handlers like any route's.
+    """
+    if current_app.config.get("MAX_CONTENT_LENGTH") is not None:
+        return request.get_data(cache=False)
+    length = request.content_length
+    if length is not None:
+        return request.get_data(cache=False) if length <= max_body else None
+    stream, chunks, size = request.stream, [], 0
+    while chunk := stream.read(_READ_CHUNK):
+        size += len(chunk)
+        if size > max_body:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _missing(query: Mapping[str, str], keys: tuple[str, ...]) -> str:
+    return ", ".join(k for k in keys if not query.get(k))
+
+
+def query_params(query_string: str) -> dict[str, str]:
+    """The query string's parameters, as ``dict(parse_qsl(...))`` gives them.
+
+    WeCom's query is plain ``name=value&...`` (hex, digits): that is split
+    directly; anything percent- or plus-encoded goes through ``parse_qsl``.
+    Blank values are dropped either way.
+    """
+    if "%" in query_string or "+" in query_string:
+        return dict(parse_qsl(query_string))
+    return {name: value for name, _, value in (part.partition("=") for part in query_string.split("&")) if value}
+
+
+def create_app(config: ConfigSource = None, *, plugins: Mapping[str, Any] | None = None) -> Flask:
+    """A Flask app serving the callbacks, ``/healthz`` and ``/stats`` (``gunicorn wsgi:app``).
+
+    ``config`` is a Config or a path (default: ``$WECHATBOT_CONFIG``, then
+    ``./config.ini``); ``plugins`` registers extra plugin objects by name.
+    """
+    app = Flask("wechatbot")
+    host = WeComBot(plugins=plugins).init_app(app, config)
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        return Response("ok\n", mimetype="text/plain")
+
+    @app.get("/stats")
+    def stats() -> Response:
+        """This worker process's counters: retries, deferred replies, overflow, pushes."""
+        counters = {"pid": os.getpid(), "queued_jobs": host.jobs.pending(), **host.stats}
+        return Response(json.dumps(counters), mimetype="application/json")
+
+    return app

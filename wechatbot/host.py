@@ -1,0 +1,80 @@
+"""The host: everything one Flask app serves, built once, closed once.
+
+:class:`Host` reads top to bottom: store, plugins, one :class:`Endpoint` per
+``[wecom]`` section, dedup, the bounded pool, the outbox, durable jobs and the
+pipeline that ties them together. :meth:`Host.close` stops every thread the
+host started and closes the store.
+"""
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from typing import Any, Mapping
+
+from .config import Config
+from .dedup import Dedup
+from .deferred import run_job
+from .endpoint import Endpoint
+from .jobs import Jobs, queue_for
+from .outbox import Outbox
+from .pipeline import Pipeline
+from .plugins import LoadedPlugin, installed_plugins, load, plugin_manager, select
+from .pool import BoundedPool
+from .store import open_store
+
+log = logging.getLogger("wechatbot")
+
+
+class Host:
+    """Config, store, plugins, endpoints and the callback pipeline of one app."""
+
+    def __init__(self, config: Config, extra_plugins: Mapping[str, Any] | None = None, *, url_prefix: str = "") -> None:
+        """``url_prefix`` goes before every endpoint's callback path (the Blueprint's mount point)."""
+        self.config = config
+        self.store = open_store(config.store)
+        #: This process's counters: retries, deferred and late replies, overflow, pushes.
+        self.stats: Counter[str] = Counter()
+        self.jobs = Jobs(self.store, queue_for(config.store, config.queue), self._run_job,
+                         lease=config.job_lease, workers=max(1, config.deferred_workers // 4))
+        self.candidates = installed_plugins(config.plugins_dir, extra_plugins)
+        cache: dict[str, LoadedPlugin] = {}
+        self.endpoints: dict[str, Endpoint] = {}
+        for name, endpoint in config.endpoints.items():
+            order = select(config.plugins if endpoint.plugins is None else endpoint.plugins, config.disabled, self.candidates)
+            plugins = load(self.candidates, order, cache)
+            self.endpoints[name] = Endpoint(endpoint, config, plugins, plugin_manager(plugins), self.store, self.jobs.submit,
+                                           path=url_prefix + endpoint.path)
+        self.loaded = cache
+        self.dedup = Dedup(self.store)
+        self.pool = BoundedPool(config.deferred_workers, config.deferred_queue)
+        self.outbox = Outbox(self.pool, self.stats)
+        self.pipeline = Pipeline(config, self.dedup, self.pool, self.jobs, self.outbox, self.stats)
+        self.closed = False
+
+    def start(self) -> None:
+        """Run the plugins' start-up hooks, then start this process's background threads."""
+        for endpoint in self.endpoints.values():
+            endpoint.start()
+        self.pipeline.start()
+        for endpoint in self.endpoints.values():
+            log.info("endpoint [%s] (%s) at %s: plugins %s", endpoint.section, endpoint.config.type, endpoint.path,
+                     ", ".join(p.name for p in endpoint.plugins) or "none")
+
+    def close(self) -> None:
+        """Stop the job consumer, heartbeat, dedup writer and pool; close the store. Idempotent."""
+        if self.closed:
+            return
+        self.closed = True
+        self.jobs.stop()
+        self.pool.shutdown()
+        self.dedup.stop()
+        self.store.close()
+
+    def _run_job(self, record: dict) -> None:
+        run_job(record, self.endpoints[record["endpoint"]], self.outbox)
+
+    def __enter__(self) -> Host:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()

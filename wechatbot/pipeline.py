@@ -1,0 +1,219 @@
+"""One callback's way through the host, in one direction.
+
+check the timestamp and signature → decrypt → parse (the endpoint's channel)
+→ dedup claim → ask the plugins within ``reply_deadline`` (inline ones on the
+request thread, the rest in the bounded pool) → :func:`decision.decide` →
+the outbox or a durable job for what the HTTP answer cannot carry → render
+and encrypt the passive answer. The view that called :meth:`Pipeline.callback`
+gets an :class:`Answer` and sends it; nothing here calls back up.
+
+A retry of a callback (same identity, see ``dedup``) never runs the plugins
+again: it gets the first arrival's answer, waiting for it while it runs.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+
+from .config import Config
+from .decision import Route, decide
+from .dedup import Dedup, callback_key
+from .deferred import dispatch_record
+from .endpoint import Endpoint
+from .jobs import Jobs
+from .outbox import Outbox
+from .pool import BoundedPool
+from .process import current_pid
+from .wecom.crypto import SignatureError
+from .wecom.messages import Message
+from .wecom.replies import Reply
+
+log = logging.getLogger("wechatbot.pipeline")
+
+MIMETYPES = {"xml": "application/xml", "json": "application/json"}
+EMPTY_MIMETYPE = "text/plain"
+
+# Held only while starting a process's background threads.
+_START_LOCK = threading.Lock()
+
+
+class ReplayError(SignatureError):
+    """The callback's timestamp is outside ``[wechatbot] replay_window``."""
+
+
+def check_timestamp(timestamp: str, window: float) -> None:
+    """Refuse a callback whose timestamp is more than ``window`` seconds off (0: no check)."""
+    if not window:
+        return
+    try:
+        skew = abs(time.time() - int(timestamp))
+    except ValueError:
+        raise ReplayError(f"timestamp {timestamp[:20]!r} is not a number of seconds") from None
+    if skew > window:
+        raise ReplayError(
+            f"timestamp is {skew:.0f} s away from this host's clock (replay_window = {window:g} s): "
+            "a replayed request, or this host's clock is wrong"
+        )
+
+
+@dataclass(slots=True)
+class Answer:
+    """What the view sends back: the body (empty: no passive reply) and how it was reached."""
+
+    body: str
+    mimetype: str
+    message: Message
+    plugin: str | None = None
+    route: Route = Route.EMPTY
+
+
+@dataclass(slots=True)
+class _Asked:
+    """What the plugins said within the deadline."""
+
+    plugin: str | None = None
+    reply: Reply | None = None
+    finished: bool = True
+    future: Future | None = None  # still running in the pool past the deadline
+
+
+class Pipeline:
+    """Answers the callbacks of every endpoint of one host."""
+
+    def __init__(self, config: Config, dedup: Dedup, pool: BoundedPool, jobs: Jobs, outbox: Outbox, stats: Counter[str]) -> None:
+        self.replay_window = config.replay_window
+        self.deadline = config.reply_deadline
+        self.dedup = dedup
+        self.pool = pool
+        self.jobs = jobs
+        self.outbox = outbox
+        self.stats = stats
+        self._pid: int | None = None
+
+    def start(self) -> None:
+        """Start this process's job consumer and dedup writer (again in a forked child)."""
+        with _START_LOCK:
+            if self._pid != current_pid():
+                self.jobs.start()
+                self.dedup.start()
+                self._pid = current_pid()
+
+    # -- the two requests WeCom makes ---------------------------------------
+
+    def verify(self, endpoint: Endpoint, msg_signature: str, timestamp: str, nonce: str, echostr: str) -> str:
+        """Answer WeCom's URL verification: the decrypted echostr."""
+        check_timestamp(timestamp, self.replay_window)
+        return endpoint.crypto.verify_url(msg_signature, timestamp, nonce, echostr)
+
+    def callback(self, endpoint: Endpoint, body: bytes, msg_signature: str, timestamp: str, nonce: str) -> Answer:
+        """Check, decrypt and answer one POSTed callback.
+
+        Raises ``SignatureError`` (``ReplayError``) for a request WeCom did not
+        sign just now, ``WeComCryptoError`` or ``MessageParseError`` for a
+        broken one.
+        """
+        check_timestamp(timestamp, self.replay_window)
+        plaintext, envelope = endpoint.crypto.open_callback(body, msg_signature, timestamp, nonce)
+        channel = endpoint.channel
+        message = channel.parse(plaintext)
+        if self._pid != current_pid():  # forked after the host was built (gunicorn --preload)
+            self.start()
+        key = callback_key(endpoint.name, message, plaintext)
+        if not self._claim(endpoint, key):
+            self.stats["retries"] += 1
+            log.info("[%s] retry of %s: plugins not run again", endpoint.section, key)
+            passive = self.dedup.wait_for_answer(key, self.deadline)
+            plugin, route = "(retry)", Route.PASSIVE if passive else Route.EMPTY
+        else:
+            started = time.monotonic()
+            asked = self._ask(endpoint, message)
+            time_left = self.deadline - (time.monotonic() - started)
+            route = decide(asked.reply, message, channel, time_left, finished=asked.finished)
+            passive = self._follow(route, endpoint, message, plaintext, key, asked, late=time_left <= 0)
+            plugin = asked.plugin
+        if not passive:
+            return Answer("", EMPTY_MIMETYPE, message, plugin, route)
+        reply_envelope = channel.reply_envelope(envelope)
+        return Answer(endpoint.crypto.encrypt_reply(passive, nonce, fmt=reply_envelope), MIMETYPES[reply_envelope], message, plugin, route)
+
+    # -- the steps ------------------------------------------------------------
+
+    def _claim(self, endpoint: Endpoint, key: str) -> bool:
+        """True for a first arrival. A store that fails counts as one: answer it, do not 500."""
+        try:
+            return self.dedup.claim(key)
+        except Exception as exc:
+            log.error("[%s] store unavailable, %s handled without retry detection: %s: %s",
+                      endpoint.section, key, type(exc).__name__, exc)
+            return True
+
+    def _ask(self, endpoint: Endpoint, message: Message) -> _Asked:
+        """The inline plugins on this thread; if none answered, the rest in the pool, waited for until the deadline."""
+        started = time.monotonic()
+        plugin, reply = endpoint.ask_plugins(message, "inline")
+        if reply is not None or not endpoint.has_slow_plugins(message):
+            return _Asked(plugin, reply)
+        future = self.pool.submit(endpoint.ask_plugins, message, "rest")
+        if future is None:
+            self.stats["overflow"] += 1
+            log.warning("[%s] plugin pool full: %s from %s answered empty and queued", endpoint.section, message.type, message.from_user)
+            return _Asked(finished=False)
+        try:
+            plugin, reply = future.result(timeout=max(0.0, self.deadline - (time.monotonic() - started)))
+        except FutureTimeout:
+            return _Asked(finished=False, future=future)
+        return _Asked(plugin, reply)
+
+    def _follow(self, route: Route, endpoint: Endpoint, message: Message, plaintext: str, key: str, asked: _Asked,
+                late: bool) -> str | None:
+        """Carry out ``route``; return the plaintext passive answer (``None``: answer empty)."""
+        if route is Route.PASSIVE:
+            assert asked.reply is not None
+            passive = endpoint.channel.render_passive(asked.reply, message, int(time.time()))
+            self.dedup.answered(key, passive)
+            return passive
+        if route is Route.EMPTY:
+            self.dedup.answered(key, None)
+            return None
+        self.dedup.deferred(key)
+        if route is Route.PUSH_NOW:
+            assert asked.reply is not None
+            if late:  # an inline plugin overran: WeCom has stopped waiting
+                self.stats["late"] += 1
+                log.warning("[%s] plugin %s overran reply_deadline; its reply is pushed", endpoint.section, asked.plugin)
+            self.outbox.push_soon(endpoint, asked.reply, message)
+            return None
+        self._push_later(endpoint, message, plaintext, key, asked.future)
+        return None
+
+    def _push_later(self, endpoint: Endpoint, message: Message, plaintext: str, key: str, future: Future | None) -> None:
+        """Hand the reply still to come to a durable job (one that survives this process)."""
+        record = dispatch_record(endpoint.name, plaintext)
+        if future is None:  # the pool was full: a job runs the plugins
+            try:
+                self.jobs.submit(record, key)
+            except Exception:
+                log.exception("[%s] could not queue the plugins for %s from %s: no reply", endpoint.section, message.type, message.from_user)
+            return
+        self.stats["deferred"] += 1
+        log.info("[%s] plugins still busy after %.1f s: reply for %s will be pushed", endpoint.section, self.deadline, message.from_user)
+        try:
+            self.jobs.adopt(record, key)
+        except Exception:
+            log.exception("[%s] could not record the job for %s: pushed if this process lives", endpoint.section, key)
+        future.add_done_callback(lambda done: self._finish_late(endpoint, message, key, done))
+
+    def _finish_late(self, endpoint: Endpoint, message: Message, key: str, future: Future) -> None:
+        try:
+            _, reply = future.result()
+            if reply is not None:
+                self.outbox.push(endpoint, reply, message)
+        except Exception:
+            log.exception("[%s] late reply for %s could not be delivered", endpoint.section, message.from_user)
+        finally:
+            self.jobs.finish(key)
