@@ -30,11 +30,17 @@ def _is_type_checking(node: ast.If) -> bool:
 
 
 def imports_of(module: str, path: Path) -> set[str]:
-    """The wechatbot modules ``module`` imports at run time (anywhere but under ``if TYPE_CHECKING``)."""
+    """The wechatbot modules ``module`` imports at run time.
+
+    Anywhere in the module counts, functions too, but not ``if TYPE_CHECKING:``
+    blocks nor a module-level ``__getattr__`` (lazy re-exports).
+    """
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     found: set[str] = set()
 
     def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.FunctionDef) and node.name == "__getattr__" and node in tree.body:
+            return  # a module's lazy re-exports (PEP 562): names offered, not a dependency
         if isinstance(node, ast.If) and _is_type_checking(node):
             for child in node.orelse:
                 visit(child)
@@ -51,7 +57,8 @@ def imports_of(module: str, path: Path) -> set[str]:
         for child in ast.iter_child_nodes(node):
             visit(child)
 
-    visit(ast.parse(path.read_text(encoding="utf-8")))
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    visit(tree)
     return {name for name in found if name in MODULES and name != module}
 
 
