@@ -159,6 +159,7 @@ class _State:
     uploads: list[Upload] = field(default_factory=list)
     webhook_sent: list[tuple[str, dict]] = field(default_factory=list)
     response_codes: dict[str, float] = field(default_factory=dict)
+    bot_files: dict[str, bytes] = field(default_factory=dict)
     responses: list[tuple[str, dict]] = field(default_factory=list)
     gettoken_calls: int = 0
 
@@ -419,6 +420,16 @@ class FakeWeComAPI:
             self._state.response_codes[code] = time.time() + valid_for
         return f"{self.url}/cgi-bin/aibot/response?response_code={code}"
 
+    def add_bot_file(self, data: bytes, encoding_aes_key: str) -> str:
+        """Serve ``data`` the way an AI bot message's ``url`` does (AES-256-CBC with the
+        bot's key); returns the URL."""
+        from ..wecom.bot_files import encrypt_bot_file
+
+        file_id = secrets.token_hex(8)
+        with self._state.cond:
+            self._state.bot_files[file_id] = encrypt_bot_file(data, encoding_aes_key)
+        return f"{self.url}/aibot-files/{file_id}"
+
     def fail_next(self, path: str, errcode: int, times: int = 1, errmsg: str | None = None) -> None:
         """Answer the next ``times`` requests to ``path`` (e.g. ``"message/send"``) with ``errcode``."""
         with self._state.cond:
@@ -545,6 +556,19 @@ class FakeWeComAPI:
             self._gettoken(handler, query)
         elif path == "webhook/send":
             self._webhook_send(handler, query, body)
+        elif path.startswith("aibot-files/"):
+            with state.cond:
+                data = state.bot_files.get(path.split("/", 1)[1])
+            if data is None:
+                handler.send_response(404)
+                handler.send_header("Content-Length", "0")
+                handler.end_headers()
+            else:
+                handler.send_response(200)
+                handler.send_header("Content-Type", "application/octet-stream")
+                handler.send_header("Content-Length", str(len(data)))
+                handler.end_headers()
+                handler.wfile.write(data)
         elif path == "aibot/response":
             self._aibot_response(handler, query, body)
         elif path in self._routes:
