@@ -138,3 +138,31 @@ def test_group_markdown():
     assert doc == {"MsgType": "markdown", "Markdown": {"Content": "**粗体**"}}
     with pytest.raises(BotReplyError, match="4096"):
         group_markdown_xml("x" * 4097)
+
+
+def test_an_iterator_reply_is_chunked_and_joins_for_apps():
+    from wechatbot.wecom.replies import ChunkedReply, TextReply
+
+    def answer():
+        yield "你好，"
+        yield None
+        yield "world"
+
+    reply = as_reply(answer())
+    assert isinstance(reply, ChunkedReply) and not reply.fits_passive
+    assert reply.joined() == TextReply("你好，world")
+    assert as_reply(iter([])).joined() is None
+    with pytest.raises(ReplyFormError, match="join"):
+        as_reply(iter(["x"])).to_xml("u", "c")
+    with pytest.raises(TypeError, match="str chunks"):
+        as_reply(iter([b"bytes"])).text()
+    with pytest.raises(TypeError, match="list"):
+        as_reply(["a list is not an iterator"])
+
+
+def test_an_async_iterator_reply():
+    async def answer():
+        for word in ("a", "b", "c"):
+            yield word
+
+    assert as_reply(answer()).text() == "abc"

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Iterator
 
 from ..errors import WechatbotError
 from .limits import NEWS_ARTICLE_LIMIT, TEXT_LIMIT, XML_ILLEGAL
@@ -37,6 +37,7 @@ __all__ = [
     "NewsReply",
     "ButtonUpdateReply",
     "TemplateCardUpdateReply",
+    "ChunkedReply",
     "as_reply",
     "split_text",
     # The bots' replies (bot_replies), re-exported here.
@@ -450,12 +451,84 @@ class TemplateCardUpdateReply(_CardUpdate):
 # Helpers for the host
 
 
+class ChunkedReply(Reply):
+    """A reply a plugin writes as it goes: an iterator of ``str`` chunks.
+
+    ``handle_message`` returns a generator (or any iterator, or an async
+    iterator) and each chunk is appended to the text. The AI bot streams it;
+    every other channel takes :meth:`joined`, the whole text at once.
+    """
+
+    msg_type: ClassVar[str] = "stream"
+
+    def __init__(self, chunks: Any) -> None:
+        self.chunks: Iterator[Any] = _sync_iterator(chunks)
+
+    def __repr__(self) -> str:
+        return f"ChunkedReply({self.chunks!r})"
+
+    @property
+    def fits_passive(self) -> bool:
+        return False
+
+    def text(self) -> str:
+        """Run the iterator to its end and return the whole text (``None`` chunks skipped)."""
+        parts = []
+        for chunk in self.chunks:
+            if chunk is None:
+                continue
+            if not isinstance(chunk, str):
+                raise TypeError(f"a streamed reply yields str chunks, not {type(chunk).__name__}")
+            parts.append(chunk)
+        return "".join(parts)
+
+    def joined(self) -> TextReply | None:
+        """The whole text as one :class:`TextReply` (``None`` when it is empty)."""
+        text = self.text()
+        return TextReply(text) if text else None
+
+    def to_xml(self, to_user: str, from_user: str, create_time: int | None = None) -> str:
+        raise ReplyFormError("a streamed reply has no passive XML; join it first (ChunkedReply.joined)")
+
+    def to_send_body(self) -> dict:
+        raise ReplyFormError("a streamed reply cannot go through message/send; join it first (ChunkedReply.joined)")
+
+
+def _sync_iterator(chunks: Any) -> Iterator[Any]:
+    """An iterator over ``chunks``: itself, or an async iterator driven by an event loop of its own."""
+    if hasattr(chunks, "__anext__"):
+        return _drive_async(chunks)
+    return iter(chunks)
+
+
+def _drive_async(chunks: Any) -> Iterator[Any]:
+    import asyncio
+
+    loop = asyncio.new_event_loop()
+    try:
+        while True:
+            try:
+                yield loop.run_until_complete(chunks.__anext__())
+            except StopAsyncIteration:
+                return
+    finally:
+        closing = getattr(chunks, "aclose", None)
+        if closing is not None:
+            loop.run_until_complete(closing())
+        loop.close()
+
+
+def _is_iterator(value: object) -> bool:
+    return hasattr(value, "__anext__") or (hasattr(value, "__next__") and hasattr(value, "__iter__"))
+
+
 def as_reply(value: object) -> Reply | None:
     """Normalise what a plugin returned.
 
     None or an empty string → None (no answer: WeCom rejects empty text);
-    any other ``str`` → :class:`TextReply`; a :class:`Reply` → itself.
-    Anything else raises ``TypeError`` naming the type.
+    any other ``str`` → :class:`TextReply`; a :class:`Reply` → itself; an
+    iterator or async iterator (a generator of ``str`` chunks) →
+    :class:`ChunkedReply`. Anything else raises ``TypeError`` naming the type.
     """
     if value is None:
         return None
@@ -463,8 +536,10 @@ def as_reply(value: object) -> Reply | None:
         return value
     if isinstance(value, str):
         return TextReply(value) if value else None
+    if _is_iterator(value):
+        return ChunkedReply(value)
     raise TypeError(
-        f"a plugin must return a Reply, a str or None, not {type(value).__name__}"
+        f"a plugin must return a Reply, a str, an iterator of str or None, not {type(value).__name__}"
     )
 
 
