@@ -462,3 +462,69 @@ def test_incr_ttl_is_a_fixed_window(store: Store, key: Callable[[str], str]) -> 
     time.sleep(0.25)
     assert store.get(k) is None
     assert store.incr(k, ttl=0.3) == 1
+
+
+# -- renew / release (leases) and push / pop (shared queues) -------------------
+
+
+def test_renew_extends_only_the_holders_live_key(store: Store, key: Callable[[str], str]) -> None:
+    lease = key("lease")
+    assert store.add(lease, "me", ttl=0.3)
+    assert store.renew(lease, "me", ttl=0.6)
+    assert not store.renew(lease, "someone else", ttl=5)
+    time.sleep(0.4)
+    assert store.get(lease) == "me"  # renewed past its first expiry
+    time.sleep(0.3)
+    assert store.get(lease) is None
+    assert not store.renew(lease, "me", ttl=5)  # expired: another may have taken it
+    assert store.get(lease) is None
+
+
+def test_release_removes_only_the_holders_key(store: Store, key: Callable[[str], str]) -> None:
+    lease = key("lease")
+    assert store.add(lease, "me", ttl=5)
+    store.release(lease, "someone else")
+    assert store.get(lease) == "me"
+    store.release(lease, "me")
+    assert store.add(lease, "next", ttl=5)
+
+
+def test_push_pop_is_first_in_first_out(store: Store, key: Callable[[str], str]) -> None:
+    queue = key("queue")
+    assert store.pop(queue) == []
+    for n in range(5):
+        store.push(queue, f"frame {n} 帧", ttl=30)
+    assert store.pop(queue, 2) == ["frame 0 帧", "frame 1 帧"]
+    store.push(queue, "frame 5 帧", ttl=30)
+    assert store.pop(queue) == ["frame 2 帧", "frame 3 帧", "frame 4 帧", "frame 5 帧"]
+    assert store.pop(queue) == []
+
+
+def test_pushed_entries_expire(store: Store, key: Callable[[str], str]) -> None:
+    queue = key("queue")
+    store.push(queue, "old", ttl=0.2)
+    time.sleep(0.3)
+    assert store.pop(queue) == []
+
+
+def test_pop_race_between_threads_takes_each_entry_once(store: Store, key: Callable[[str], str]) -> None:
+    queue = key("queue")
+    for n in range(200):
+        store.push(queue, str(n), ttl=30)
+    taken: list[str] = []
+    lock = threading.Lock()
+
+    def taker() -> None:
+        while True:
+            got = store.pop(queue, 3)
+            if not got:
+                return
+            with lock:
+                taken.extend(got)
+
+    threads = [threading.Thread(target=taker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(taken, key=int) == [str(n) for n in range(200)]

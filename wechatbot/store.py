@@ -23,6 +23,7 @@ import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
+from collections import deque
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Callable, Iterator, TypeVar
 from urllib.parse import urlsplit
@@ -66,6 +67,8 @@ PREFIXES = {
     "stream": "stream:",              # an AI bot stream's text so far (streams)
     "stream_alive": "stream-alive:",  # its owner's heartbeat
     "stream_end": "stream-end:",      # how it ended, written once
+    "longconn_lease": "longconn:lease:",    # which process holds a bot's long connection
+    "longconn_outbox": "longconn:outbox:",  # frames from other processes, for the holder to send
 }
 
 # How often (seconds) a store sweeps out expired entries. Reads already ignore
@@ -143,6 +146,34 @@ class Store(ABC):
     def _delete_if_equal(self, key: str, value: str) -> None:
         """Remove ``key`` only while it still holds ``value`` (atomically)."""
 
+    def release(self, key: str, value: str) -> None:
+        """Remove ``key`` only while it still holds ``value``: let go of a lease one holds."""
+        self._delete_if_equal(key, value)
+
+    @abstractmethod
+    def renew(self, key: str, value: str, ttl: float) -> bool:
+        """Give ``key`` a fresh ``ttl`` only while it still holds ``value``; True if it did.
+
+        Atomic: with :meth:`add` it makes a lease (take it with ``add``, keep it
+        with ``renew``, let go with :meth:`release`). An expired key is not
+        renewed, since someone else may have taken it meanwhile.
+        """
+
+    @abstractmethod
+    def push(self, key: str, value: str, ttl: float) -> None:
+        """Append ``value`` to the list ``key`` (a queue shared by every user of the store).
+
+        Each entry lives at least ``ttl`` seconds; a backend may keep it until
+        ``ttl`` after the list's last push.
+        """
+
+    @abstractmethod
+    def pop(self, key: str, count: int = 100) -> list[str]:
+        """Take up to ``count`` entries from the front of the list ``key``, oldest first.
+
+        Atomic: an entry is taken by exactly one caller.
+        """
+
     def close(self) -> None:
         """Release connections; the store must not be used afterwards."""
 
@@ -183,6 +214,7 @@ class MemoryStore(Store):
 
     def __init__(self, *, purge_interval: float = DEFAULT_PURGE_INTERVAL) -> None:
         self._data: dict[str, tuple[str, float | None]] = {}
+        self._lists: dict[str, deque[tuple[str, float]]] = {}
         self._mutex = threading.Lock()
         self._purge_interval = purge_interval
         self._next_purge = time.monotonic() + purge_interval
@@ -249,9 +281,39 @@ class MemoryStore(Store):
             if entry is not None and entry[0] == value:
                 del self._data[key]
 
+    def renew(self, key: str, value: str, ttl: float) -> bool:
+        now = time.monotonic()
+        expires = self._expiry(ttl, now)
+        with self._mutex:
+            entry = self._live(key, now)
+            if entry is None or entry[0] != value:
+                return False
+            self._data[key] = (value, expires)
+            return True
+
+    def push(self, key: str, value: str, ttl: float) -> None:
+        now = time.monotonic()
+        expires = self._expiry(ttl, now)
+        with self._mutex:
+            self._lists.setdefault(key, deque()).append((value, expires))  # type: ignore[arg-type]
+
+    def pop(self, key: str, count: int = 100) -> list[str]:
+        now = time.monotonic()
+        taken: list[str] = []
+        with self._mutex:
+            entries = self._lists.get(key)
+            while entries and len(taken) < count:
+                value, expires = entries.popleft()
+                if expires > now:
+                    taken.append(value)
+            if entries is not None and not entries:
+                del self._lists[key]
+        return taken
+
     def close(self) -> None:
         with self._mutex:
             self._data.clear()
+            self._lists.clear()
 
 
 class SQLiteStore(Store):
@@ -287,6 +349,15 @@ class SQLiteStore(Store):
     _SQL_DELETE = f"DELETE FROM {_TABLE} WHERE key = ?"
     _SQL_DELETE_IF = f"DELETE FROM {_TABLE} WHERE key = ? AND value = ?"
     _SQL_PURGE = f"DELETE FROM {_TABLE} WHERE expires IS NOT NULL AND expires <= ?"
+    _SQL_RENEW = f"UPDATE {_TABLE} SET expires = ? WHERE key = ? AND value = ? AND (expires IS NULL OR expires > ?)"
+    # Lists (push / pop): one row per entry, in the order of an increasing id.
+    _LIST_TABLE = "wechatbot_list"
+    _SQL_PUSH = f"INSERT INTO {_LIST_TABLE} (key, value, expires) VALUES (?, ?, ?)"
+    _SQL_POP = (
+        f"DELETE FROM {_LIST_TABLE} WHERE id IN (SELECT id FROM {_LIST_TABLE} "
+        "WHERE key = ? AND expires > ? ORDER BY id LIMIT ?) RETURNING id, value"
+    )
+    _SQL_PURGE_LISTS = f"DELETE FROM {_LIST_TABLE} WHERE expires <= ?"
     # Rows per statement in set_many: 3 parameters each, well under SQLite's
     # limit on parameters in one statement.
     _ROWS_PER_STATEMENT = 200
@@ -324,6 +395,13 @@ class SQLiteStore(Store):
                 f"CREATE TABLE IF NOT EXISTS {self._TABLE} ("
                 "key TEXT PRIMARY KEY, value TEXT NOT NULL, expires REAL"
                 ") WITHOUT ROWID"
+            ))
+            self._retry(lambda: conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {self._LIST_TABLE} ("
+                "id INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL, value TEXT NOT NULL, expires REAL NOT NULL)"
+            ))
+            self._retry(lambda: conn.execute(
+                f"CREATE INDEX IF NOT EXISTS {self._LIST_TABLE}_key ON {self._LIST_TABLE} (key, id)"
             ))
         finally:
             conn.close()
@@ -387,6 +465,7 @@ class SQLiteStore(Store):
             return
         self._next_purge = now + self._purge_interval
         self._retry(lambda: conn.execute(self._SQL_PURGE, (now,)))
+        self._retry(lambda: conn.execute(self._SQL_PURGE_LISTS, (now,)))
 
     def get(self, key: str) -> str | None:
         conn, lock = self._conn()
@@ -458,6 +537,27 @@ class SQLiteStore(Store):
         with lock:
             self._execute(conn, self._SQL_DELETE_IF, (key, value))
 
+    def renew(self, key: str, value: str, ttl: float) -> bool:
+        _check_ttl(ttl)
+        now = time.time()
+        conn, lock = self._conn()
+        with lock:
+            return self._execute(conn, self._SQL_RENEW, (now + ttl, key, value, now)).rowcount == 1
+
+    def push(self, key: str, value: str, ttl: float) -> None:
+        _check_ttl(ttl)
+        now = time.time()
+        conn, lock = self._conn()
+        with lock:
+            self._execute(conn, self._SQL_PUSH, (key, value, now + ttl))
+            self._after_write(conn, now)
+
+    def pop(self, key: str, count: int = 100) -> list[str]:
+        conn, lock = self._conn()
+        with lock:
+            rows = self._execute(conn, self._SQL_POP, (key, time.time(), count)).fetchall()
+        return [value for _, value in sorted(rows)]
+
     def close(self) -> None:
         self._closed = True
         pid = os.getpid()
@@ -483,11 +583,16 @@ class RedisStore(Store):
         "if ARGV[2] ~= '' then redis.call('set', KEYS[1], 0, 'PX', ARGV[2], 'NX') end "
         "return redis.call('incrby', KEYS[1], ARGV[1])"
     )
+    _RENEW = (
+        "if redis.call('get', KEYS[1]) == ARGV[1] then "
+        "return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end"
+    )
 
     def __init__(self, client: redis.Redis) -> None:
         self._client = client
         self._delete_if_equal_script = client.register_script(self._DELETE_IF_EQUAL)
         self._incr_script = client.register_script(self._INCR)
+        self._renew_script = client.register_script(self._RENEW)
 
     @staticmethod
     def _px(ttl: float | None) -> int | None:
@@ -519,6 +624,19 @@ class RedisStore(Store):
 
     def _delete_if_equal(self, key: str, value: str) -> None:
         self._delete_if_equal_script(keys=[key], args=[value])
+
+    def renew(self, key: str, value: str, ttl: float) -> bool:
+        return bool(self._renew_script(keys=[key], args=[value, self._px(ttl)]))
+
+    def push(self, key: str, value: str, ttl: float) -> None:
+        # Redis expires whole keys: the list lives ttl after its last push.
+        with self._client.pipeline(transaction=True) as pipe:
+            pipe.rpush(key, value)
+            pipe.pexpire(key, self._px(ttl))
+            pipe.execute()
+
+    def pop(self, key: str, count: int = 100) -> list[str]:
+        return self._client.lpop(key, count) or []
 
     def close(self) -> None:
         self._client.close()
