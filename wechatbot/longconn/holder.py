@@ -1,0 +1,202 @@
+"""Exactly one connection per bot, across every worker and host that shares the store.
+
+Each process that serves a ``mode = websocket`` bot runs a :class:`Holder`.
+All of them try to take the bot's lease; the one that has it connects, the
+others stand by and try again every ``standby_poll`` seconds. If the holder
+dies, its lease runs out (``lease_ttl``) and a standby takes over.
+
+A ``disconnected_event`` means another connection subscribed the bot. When
+this process still holds the lease, that connection belongs to something
+outside this store (another deployment): the holder keeps the lease, so no
+process of this store joins the fight, and waits before connecting again,
+longer each time (``kick_backoff``). When the lease is gone, the new holder
+is legitimate and this one simply stands by.
+
+Frames may be produced in any process (a plugin in another worker, a
+deferred job): :meth:`Holder.send` hands them to the send queue when this
+process holds the connection, and to the bot's outbox in the store otherwise,
+which the holder empties every ``outbox_poll`` seconds. A process that loses
+the lease moves the frames still waiting into the outbox for the next holder.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from typing import Any, Callable
+
+from ..store import LONGCONN_LEASE, LONGCONN_OUTBOX, Store
+from .connection import KICKED, REFUSED, STOPPED, ConnectionSettings, run_connection
+from .lease import Lease
+from .sendqueue import SendQueue
+
+log = logging.getLogger("wechatbot.longconn")
+
+# Frames older than this are dropped from the outbox: a reply's window is long
+# gone by then (a stream lives 6 minutes).
+OUTBOX_TTL = 600.0
+
+
+def backoff(attempt: int, base: float, cap: float, rng: random.Random | None = None) -> float:
+    """Seconds to wait before try number ``attempt`` (1, 2, …): doubling, capped, with jitter.
+
+    The jitter (a random half to all of the delay) keeps processes that lost
+    the connection together from coming back in step.
+    """
+    delay = min(cap, base * 2 ** max(0, attempt - 1))
+    return delay * (0.5 + 0.5 * (rng or random).random())
+
+
+class Holder:
+    """Keeps the one connection of one bot while this process holds the bot's lease."""
+
+    def __init__(self, settings: ConnectionSettings, store: Store, on_callback: Callable[[dict[str, Any]], None], *,
+                 queue: SendQueue | None = None, lease_ttl: float = 5.0, standby_poll: float = 1.0,
+                 outbox_poll: float = 0.1, reconnect_backoff: tuple[float, float] = (1.0, 30.0),
+                 refused_backoff: tuple[float, float] = (5.0, 300.0),
+                 kick_backoff: tuple[float, float] = (30.0, 600.0)) -> None:
+        self.settings = settings
+        self.store = store
+        self.on_callback = on_callback
+        self.queue = queue or SendQueue()
+        self.lease = Lease(store, LONGCONN_LEASE + settings.bot_id, lease_ttl)
+        self.outbox_key = LONGCONN_OUTBOX + settings.bot_id
+        self.standby_poll = standby_poll
+        self.outbox_poll = outbox_poll
+        self.reconnect_backoff = reconnect_backoff
+        self.refused_backoff = refused_backoff
+        self.kick_backoff = kick_backoff
+        self.subscriptions = 0
+        self._holding = False
+        self._connected = threading.Event()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._next_pull = 0.0
+
+    # -- life --------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start standing by for the lease, in a thread of this process."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name=f"wechatbot-longconn-{self.settings.bot_id}", daemon=True)
+        self._thread.start()
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Close the connection, hand waiting frames on and give the lease up."""
+        self._stop.set()
+        self.queue.wake()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    @property
+    def holding(self) -> bool:
+        """Whether this process holds the bot's connection (or is reconnecting it)."""
+        return self._holding
+
+    @property
+    def connected(self) -> bool:
+        """Whether this process has the bot's connection open and subscribed right now."""
+        return self._connected.is_set()
+
+    # -- frames from anywhere in this process --------------------------------
+
+    def send(self, frame: dict[str, Any], conversation: str) -> None:
+        """Send a frame through whichever process holds the connection."""
+        with self._lock:
+            if self._holding:
+                self.queue.offer(frame, conversation)
+                return
+        self.store.push(self.outbox_key, json.dumps({"frame": frame, "conversation": conversation},
+                                                    ensure_ascii=False), OUTBOX_TTL)
+
+    # -- the holder's loop -----------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if self.lease.acquire():
+                log.info("bot %s: this process (%s) holds the connection", self.settings.bot_id, self.lease.owner)
+                with self._lock:
+                    self._holding = True
+                try:
+                    self._hold()
+                finally:
+                    self._let_go()
+            self._stop.wait(self.standby_poll * (0.75 + 0.5 * random.random()))
+
+    def _hold(self) -> None:
+        """Connect and reconnect while the lease lasts."""
+        failures = refusals = kicks = 0
+        while self._keep_going():
+            ended = run_connection(self.settings, self.queue, self.on_callback, self._keep_going, self._connected)
+            if ended.subscribed:
+                self.subscriptions += 1
+                failures = refusals = 0
+            if ended.reason == STOPPED:
+                return
+            if ended.reason == KICKED:
+                if not self._keep_going():
+                    return  # a process of this store took over: it is the holder now
+                kicks += 1
+                wait = backoff(kicks, *self.kick_backoff)
+                log.warning("bot %s: kicked by a connection from outside this store (another deployment with the "
+                            "same bot_id?); connecting again in %.0f s. Run one deployment per bot, or share the store.",
+                            self.settings.bot_id, wait)
+            elif ended.reason == REFUSED:
+                refusals += 1
+                wait = backoff(refusals, *self.refused_backoff)
+            else:
+                failures += 1
+                wait = backoff(failures, *self.reconnect_backoff)
+                log.info("bot %s: connection %s; reconnecting in %.1f s", self.settings.bot_id, ended.reason, wait)
+            if not self._pause(wait):
+                return
+
+    def _pause(self, seconds: float) -> bool:
+        """Wait, keeping the lease; False when it is lost or the holder closes."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if not self._keep_going():
+                return False
+            self._stop.wait(min(self.lease.renew_every / 2, deadline - time.monotonic(), 0.5))
+        return self._keep_going()
+
+    def _keep_going(self) -> bool:
+        """Renew the lease when due and take in the outbox; False to stop holding."""
+        if self._stop.is_set() or not self.lease.keep():
+            return False
+        now = time.monotonic()
+        if now >= self._next_pull:
+            self._next_pull = now + self.outbox_poll
+            self._pull_outbox()
+        return True
+
+    def _pull_outbox(self) -> None:
+        try:
+            entries = self.store.pop(self.outbox_key, 100)
+        except Exception as exc:
+            log.warning("bot %s: cannot read the outbox (%s)", self.settings.bot_id, exc)
+            return
+        for raw in entries:
+            try:
+                entry = json.loads(raw)
+                self.queue.offer(entry["frame"], entry["conversation"])
+            except (ValueError, KeyError, TypeError) as exc:
+                log.error("bot %s: dropped a broken outbox entry (%s)", self.settings.bot_id, exc)
+
+    def _let_go(self) -> None:
+        with self._lock:
+            self._holding = False
+            waiting = self.queue.drain()
+        for item in waiting:
+            self.store.push(self.outbox_key, json.dumps({"frame": item.frame, "conversation": item.conversation},
+                                                        ensure_ascii=False), OUTBOX_TTL)
+        if waiting:
+            log.info("bot %s: %d waiting frame(s) handed to the next holder", self.settings.bot_id, len(waiting))
+        self.lease.release()
+
