@@ -27,7 +27,7 @@ import threading
 import time
 from typing import Any, Callable
 
-from ..store import LONGCONN_LEASE, LONGCONN_OUTBOX, Store
+from ..store import PREFIXES, Store
 from .connection import KICKED, REFUSED, STOPPED, ConnectionSettings, run_connection
 from .lease import Lease
 from .sendqueue import SendQueue
@@ -61,8 +61,8 @@ class Holder:
         self.store = store
         self.on_callback = on_callback
         self.queue = queue or SendQueue()
-        self.lease = Lease(store, LONGCONN_LEASE + settings.bot_id, lease_ttl)
-        self.outbox_key = LONGCONN_OUTBOX + settings.bot_id
+        self.lease = Lease(store, PREFIXES["longconn_lease"] + settings.bot_id, lease_ttl)
+        self.outbox_key = PREFIXES["longconn_outbox"] + settings.bot_id
         self.standby_poll = standby_poll
         self.outbox_poll = outbox_poll
         self.reconnect_backoff = reconnect_backoff
