@@ -138,3 +138,13 @@ def test_a_message_sealed_for_another_receive_id_does_not_quote_what_it_decrypte
                            data=f"<xml><Encrypt>{encrypted}</Encrypt></xml>".encode(), content_type="text/xml")
     assert response.status_code == 400
     assert "PAYLOAD" not in response.text and "bytes that are not an id" in response.text
+
+
+@pytest.mark.parametrize("timestamp", ["9" * 400, "-" + "9" * 400, "1" * 21])
+def test_an_absurd_timestamp_is_a_4xx_signed_or_not(client, sections, crypto, plugin, timestamp) -> None:
+    assert 400 <= post_signed(client, sections, crypto, message_xml("text", content="hi"), timestamp=timestamp).status_code < 500
+    encrypted = crypto.encrypt("1234")
+    sig = signature(sections["wecom"]["token"], timestamp, "n", encrypted)
+    query = {"msg_signature": sig, "timestamp": timestamp, "nonce": "n", "echostr": encrypted}
+    assert 400 <= client.get("/callback", query_string=query).status_code < 500
+    assert plugin.runs == 0

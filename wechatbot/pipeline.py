@@ -52,7 +52,7 @@ def check_timestamp(timestamp: str, window: float) -> None:
         return
     try:
         skew = abs(time.time() - int(timestamp))
-    except ValueError:
+    except (ValueError, OverflowError):
         raise ReplayError(f"timestamp {timestamp[:20]!r} is not a number of seconds") from None
     if skew > window:
         raise ReplayError(
