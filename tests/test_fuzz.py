@@ -33,19 +33,19 @@ class Echo:
         return f"event {event.event}"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def sections() -> dict:
     return app_sections(wechatbot={"store": "memory://", "replay_window": "300"})
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def client(sections):
     app = make_app(sections, plugins={"echo": Echo()})
     app.testing = True
     return app.test_client()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def crypto(sections) -> WeComCrypto:
     app = sections["wecom"]
     return WeComCrypto(app["token"], app["encoding_aes_key"], app["corp_id"])
