@@ -78,15 +78,17 @@ class Side:
     how: str
     view: str
     echoes: bool = True
+    # For wechatbot variants: environment settings on top of this script's own.
+    env: tuple[tuple[str, str], ...] = ()
 
     def command(self, gunicorn: str, port: int, round_dir: Path, creds: Credentials) -> tuple[list[str], Path, dict[str, str]]:
         """``(argv, cwd, environment)`` that start this side on ``port``."""
         env = {k: v for k, v in os.environ.items() if k != "GUNICORN_CMD_ARGS"}
         env.update(BENCH_TOKEN=creds.token, BENCH_ENCODING_AES_KEY=creds.encoding_aes_key, BENCH_CORP_ID=CORP_ID)
         bind = f"127.0.0.1:{port}"
-        if self.name == "wechatbot":
-            config = write_config(round_dir / "wechatbot.ini", creds, round_dir / "wechatbot.db")
-            env.update(WECHATBOT_CONFIG=str(config), WECHATBOT_BIND=bind)
+        if self.name == "wechatbot" or self.env:
+            config = write_config(round_dir / f"{self.name}.ini", creds, round_dir / f"{self.name}.db")
+            env.update(WECHATBOT_CONFIG=str(config), WECHATBOT_BIND=bind, **dict(self.env))
             return [gunicorn, "wsgi:app"], ROOT, env
         args = {
             "bare-sync": ["-w", str(WORKERS), "-k", "sync", "bare_app:app"],
@@ -397,9 +399,18 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
     parser.add_argument("--sides", nargs="+", choices=list(SIDES), default=list(SIDES),
                         help="the sides to run, in this order each round (default: all)")
+    parser.add_argument("--variant", nargs="+", action="append", default=[], metavar=("NAME", "VAR=VALUE"),
+                        help="also run wechatbot as NAME with these environment settings, e.g. "
+                             "--variant nolog WECHATBOT_ACCESS_LOG= (GUNICORN_CMD_ARGS overrides gunicorn.conf.py)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, configs, pool)")
     args = parser.parse_args()
 
+    for name, *assignments in args.variant:
+        if name in SIDES or not all("=" in a for a in assignments):
+            parser.error(f"--variant {name}: a new name, then VAR=VALUE settings")
+        env = tuple(tuple(a.split("=", 1)) for a in assignments)
+        SIDES[name] = Side(name, "gunicorn wsgi:app with " + " ".join(assignments), "as wechatbot", env=env)  # type: ignore[arg-type]
+        args.sides.append(name)
     wrk = shutil.which("wrk")
     if not wrk:
         sys.exit("wrk is not installed: apt-get install wrk (Debian/Ubuntu)")
