@@ -7,8 +7,6 @@ the events that show one; anything else is pushed through ``message/send``.
 """
 from __future__ import annotations
 
-import xmltodict
-
 from ..wecom.messages import Message, parse_message
 from ..wecom.replies import Reply
 from .base import Channel
@@ -25,6 +23,8 @@ class AppChannel(Channel):
         return parse_message(plaintext)
 
     def dump(self, message: Message) -> str:
+        import xmltodict  # only deferred jobs need it: kept out of the workers' memory until then
+
         return xmltodict.unparse({"xml": message.raw}, full_document=False)
 
     def can_answer_passively(self, reply: Reply, message: Message) -> bool:
