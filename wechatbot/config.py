@@ -21,7 +21,7 @@ DEFAULT_CONFIG_FILE = "config.ini"
 
 ENDPOINT_KEYS = {
     "type", "corp_id", "token", "encoding_aes_key", "agent_id", "secret", "api_base",
-    "receive_id", "plugins",
+    "receive_id", "plugins", "mode", "bot_id", "ws_url",
 }
 HOST_KEYS = {
     "callback_path", "plugins", "disabled", "plugins_dir", "store", "max_body",
@@ -36,6 +36,11 @@ REQUIRED_BOT_KEYS = ("token", "encoding_aes_key")
 #: WeCom polls a stream for at most 6 minutes from the user's message (D:100719).
 DEFAULT_STREAM_WINDOW = 360.0
 DEFAULT_STREAM_PLACEHOLDER = "…"
+#: How an AI bot reaches the host: WeCom's HTTPS callbacks, or one outgoing WebSocket (长连接, D:101463).
+MODES = ("callback", "websocket")
+DEFAULT_WS_URL = "wss://openws.work.weixin.qq.com"
+#: A ``mode = websocket`` AI bot needs only these: no callback URL, no token, no EncodingAESKey.
+REQUIRED_WEBSOCKET_KEYS = ("bot_id", "secret")
 
 
 class ConfigError(WechatbotError, ValueError):
@@ -60,6 +65,15 @@ class EndpointConfig:
     plugins: list[str] | None = None
     path: str = "/callback"
     type: str = "app"
+    #: ``callback`` (WeCom POSTs to the host) or ``websocket`` (the host connects to ``ws_url``; AI bots only).
+    mode: str = "callback"
+    bot_id: str = ""
+    ws_url: str = DEFAULT_WS_URL
+
+    @property
+    def is_websocket(self) -> bool:
+        """Whether WeCom's frames arrive over the AI bot's long connection instead of callbacks."""
+        return self.mode == "websocket"
 
     @property
     def is_bot(self) -> bool:
@@ -73,7 +87,7 @@ class EndpointConfig:
 
     def __repr__(self) -> str:  # keep secrets out of logs and tracebacks
         return (f"EndpointConfig(name={self.name!r}, type={self.type!r}, corp_id={self.corp_id!r}, "
-                f"agent_id={self.agent_id!r}, path={self.path!r})")
+                f"agent_id={self.agent_id!r}, path={self.path!r}, mode={self.mode!r}, bot_id={self.bot_id!r})")
 
 
 # The name the API client and older plugins know it by.
@@ -177,10 +191,12 @@ def _endpoint(name: str, values: Mapping[str, str], callback_path: str, own_plug
     kind = values.get("type", "").strip() or "app"
     if kind not in ENDPOINT_TYPES:
         raise ConfigError(f"[{section}] type must be one of {', '.join(ENDPOINT_TYPES)}, got {kind!r}")
-    for key in REQUIRED_APP_KEYS if kind == "app" else REQUIRED_BOT_KEYS:
-        if not values.get(key, "").strip():
-            env = "WECHATBOT_" + section.upper().replace(":", "_") + "__" + key.upper()
-            raise ConfigError(f"[{section}] {key} is missing (set it in the config file or in {env})")
+    mode = values.get("mode", "").strip() or "callback"
+    if mode not in MODES:
+        raise ConfigError(f"[{section}] mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if mode == "websocket":
+        return _websocket_endpoint(name, section, kind, values, callback_path, own_plugins)
+    _required(section, values, REQUIRED_APP_KEYS if kind == "app" else REQUIRED_BOT_KEYS)
     key = values["encoding_aes_key"].strip()
     wrong = next((i for i, ch in enumerate(key) if not (ch.isascii() and ch.isalnum())), None)
     if len(key) != 43 or wrong is not None:
@@ -208,6 +224,33 @@ def _endpoint(name: str, values: Mapping[str, str], callback_path: str, own_plug
         plugins=plugins,
         path=callback_path + (f"/{name}" if name else ""),
         type=kind,
+    )
+
+
+def _required(section: str, values: Mapping[str, str], keys: tuple[str, ...]) -> None:
+    for key in keys:
+        if not values.get(key, "").strip():
+            env = "WECHATBOT_" + section.upper().replace(":", "_") + "__" + key.upper()
+            raise ConfigError(f"[{section}] {key} is missing (set it in the config file or in {env})")
+
+
+def _websocket_endpoint(name: str, section: str, kind: str, values: Mapping[str, str], callback_path: str,
+                        own_plugins: bool) -> EndpointConfig:
+    """An AI bot on the long connection: ``bot_id`` and ``secret`` (made under 长连接), nothing else."""
+    if kind != "aibot":
+        raise ConfigError(f"[{section}] mode = websocket is for type = aibot only (this section is type = {kind})")
+    _required(section, values, REQUIRED_WEBSOCKET_KEYS)
+    ws_url = values.get("ws_url", "").strip() or DEFAULT_WS_URL
+    if not ws_url.startswith(("wss://", "ws://")):
+        raise ConfigError(f"[{section}] ws_url must be a wss:// (or ws://) URL, got {ws_url!r}")
+    remember_secret(values["secret"].strip())
+    return EndpointConfig(
+        name=name, corp_id=values.get("corp_id", "").strip(), token="", encoding_aes_key="",
+        secret=values["secret"].strip(),
+        api_base=values.get("api_base", "").strip().rstrip("/") or DEFAULT_API_BASE,
+        plugins=split_list(values["plugins"]) if own_plugins and "plugins" in values else None,
+        path=callback_path + (f"/{name}" if name else ""), type=kind,
+        mode="websocket", bot_id=values["bot_id"].strip(), ws_url=ws_url,
     )
 
 

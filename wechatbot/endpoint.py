@@ -43,7 +43,9 @@ class Endpoint:
         self.plugins = plugins
         self.pm = pm
         self.store = store
-        self.crypto = WeComCrypto(config.token, config.encoding_aes_key, config.receive_id)
+        # A long-connection bot has no callbacks to open: its frames are not encrypted.
+        self.crypto: WeComCrypto | None = (
+            None if config.is_websocket else WeComCrypto(config.token, config.encoding_aes_key, config.receive_id))
         self.channel: Channel = channel_for(config)
         self._submit_job = submit_job
         self.contexts = {

@@ -16,6 +16,7 @@ from .dedup import Dedup
 from .deferred import run_job
 from .endpoint import Endpoint
 from .jobs import Jobs, queue_for
+from .longconn.service import LongConnEndpoint
 from .outbox import Outbox
 from .pipeline import Pipeline
 from .plugins import LoadedPlugin, installed_plugins, load, plugin_manager, select
@@ -49,6 +50,11 @@ class Host:
         self.pool = BoundedPool(config.deferred_workers, config.deferred_queue)
         self.outbox = Outbox(self.pool, self.stats)
         self.pipeline = Pipeline(config, self.dedup, self.pool, self.jobs, self.outbox, self.stats)
+        #: The AI bots on their long connection (``mode = websocket``), by endpoint name.
+        self.long_connections = {
+            name: LongConnEndpoint(endpoint, config, self.store, self.dedup, self.pool, self.stats)
+            for name, endpoint in self.endpoints.items() if endpoint.config.is_websocket
+        }
         self.closed = False
 
     def start(self) -> None:
@@ -56,15 +62,23 @@ class Host:
         for endpoint in self.endpoints.values():
             endpoint.start()
         self.pipeline.start()
+        self.start_long_connections()
         for endpoint in self.endpoints.values():
             log.info("endpoint [%s] (%s) at %s: plugins %s", endpoint.section, endpoint.config.type, endpoint.path,
                      ", ".join(p.name for p in endpoint.plugins) or "none")
+
+    def start_long_connections(self) -> None:
+        """Stand by for the long connection of every ``mode = websocket`` bot (one process connects)."""
+        for connection in self.long_connections.values():
+            connection.start()
 
     def close(self) -> None:
         """Stop the job consumer, heartbeat, dedup writer and pool; close the store. Idempotent."""
         if self.closed:
             return
         self.closed = True
+        for connection in self.long_connections.values():
+            connection.close()
         self.jobs.stop()
         self.pool.shutdown()
         self.dedup.stop()

@@ -11,6 +11,7 @@ import logging
 from collections import Counter
 from typing import TYPE_CHECKING, Callable
 
+from .longconn.push import send_via_long_connection
 from .pool import BoundedPool
 from .wecom.messages import Message
 from .wecom.replies import Reply, TextReply
@@ -43,6 +44,7 @@ def send_via_message_api(endpoint: Endpoint, reply: Reply, message: Message) -> 
 #: How each ``Channel.push_via`` name pushes a reply.
 SENDERS: dict[str, Sender] = {
     "message_send": send_via_message_api,
+    "aibot_ws": send_via_long_connection,
 }
 
 

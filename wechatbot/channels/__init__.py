@@ -7,17 +7,20 @@ channel is a subclass of :class:`Channel` in its own module, listed in
 from __future__ import annotations
 
 from ..config import ConfigError, EndpointConfig
+from .aibot_ws import AibotWebSocketChannel
 from .app import AppChannel
 from .base import Channel
 
 #: Every channel class by the ``[wecom] type`` it serves.
 CHANNELS: dict[str, type[Channel]] = {cls.type: cls for cls in (AppChannel,)}
 
-__all__ = ["CHANNELS", "AppChannel", "Channel", "channel_for"]
+__all__ = ["CHANNELS", "AibotWebSocketChannel", "AppChannel", "Channel", "channel_for"]
 
 
 def channel_for(config: EndpointConfig) -> Channel:
     """The channel serving ``config``'s ``type``, or a ConfigError naming the key."""
+    if config.is_websocket:  # an AI bot on its long connection
+        return AibotWebSocketChannel(config)
     try:
         cls = CHANNELS[config.type]
     except KeyError:

@@ -169,6 +169,7 @@ def worker(config_path: str | None) -> None:
     with Host(_load(config_path)) as host:
         for endpoint in host.endpoints.values():
             endpoint.start()
+        host.start_long_connections()
         click.echo(f"running deferred jobs from {describe(host.jobs.huey)}")
         run_standalone(host.jobs)
 

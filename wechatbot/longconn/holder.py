@@ -39,6 +39,12 @@ log = logging.getLogger("wechatbot.longconn")
 OUTBOX_TTL = 600.0
 
 
+def hand_over(store: Store, bot_id: str, frame: dict[str, Any], conversation: str) -> None:
+    """Put a frame in the bot's outbox in the store, for whichever process holds the connection."""
+    store.push(PREFIXES["longconn_outbox"] + bot_id,
+               json.dumps({"frame": frame, "conversation": conversation}, ensure_ascii=False), OUTBOX_TTL)
+
+
 def backoff(attempt: int, base: float, cap: float, rng: random.Random | None = None) -> float:
     """Seconds to wait before try number ``attempt`` (1, 2, …): doubling, capped, with jitter.
 
@@ -112,8 +118,7 @@ class Holder:
             if self._holding:
                 self.queue.offer(frame, conversation)
                 return
-        self.store.push(self.outbox_key, json.dumps({"frame": frame, "conversation": conversation},
-                                                    ensure_ascii=False), OUTBOX_TTL)
+        hand_over(self.store, self.settings.bot_id, frame, conversation)
 
     # -- the holder's loop -----------------------------------------------------
 
@@ -194,8 +199,7 @@ class Holder:
             self._holding = False
             waiting = self.queue.drain()
         for item in waiting:
-            self.store.push(self.outbox_key, json.dumps({"frame": item.frame, "conversation": item.conversation},
-                                                        ensure_ascii=False), OUTBOX_TTL)
+            hand_over(self.store, self.settings.bot_id, item.frame, item.conversation)
         if waiting:
             log.info("bot %s: %d waiting frame(s) handed to the next holder", self.settings.bot_id, len(waiting))
         self.lease.release()

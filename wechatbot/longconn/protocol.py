@@ -13,7 +13,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-DEFAULT_WS_URL = "wss://openws.work.weixin.qq.com"
 # "建议每 30 秒" a ping; two unanswered pings in a row mean a dead connection.
 HEARTBEAT_INTERVAL = 30.0
 MISSED_HEARTBEATS = 2

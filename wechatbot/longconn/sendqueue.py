@@ -13,7 +13,9 @@ WeCom's rules (D:101463) and what peers learned the hard way:
 - **30 frames a minute and 1000 an hour per conversation**, replies and
   pushes together: a stream's intermediate frames keep a reserve free for
   the frames that must go out (a stream's last frame, a welcome, a card
-  update, a push), and are spaced so that a long stream keeps moving.
+  update, a push), and are paced (a short burst, then what the rest of the
+  budget sustains) so that a long stream keeps moving instead of stalling
+  once a minute's budget is spent.
 """
 from __future__ import annotations
 
@@ -34,8 +36,10 @@ RECEIPT_TIMEOUT = 10.0
 # Frames of the budget that intermediate stream frames leave to the others.
 MINUTE_RESERVE = 10
 HOUR_RESERVE = 100
-# Least time between two intermediate frames of one conversation.
-STREAM_GAP = 1.0
+# Least time between two intermediate frames of one conversation, and how
+# many may go in a burst before they are paced to what the budget sustains.
+STREAM_GAP = 0.5
+STREAM_BURST = 6
 RETRY_DELAY = 1.0
 MAX_ATTEMPTS = 5
 
@@ -131,6 +135,9 @@ class SendQueue:
         self.clock = clock
         self.stats: Counter[str] = Counter()
         self._lanes: dict[str, _Lane] = {}
+        # Per conversation: intermediate stream frames still allowed in a burst, and when that was counted.
+        self._tokens: dict[str, tuple[float, float]] = {}
+        self._refill = (self.budget.per_minute - MINUTE_RESERVE) / 60.0
         self._finished: dict[tuple[str, str], float] = {}
         self._cond = threading.Condition()
 
@@ -190,6 +197,8 @@ class SendQueue:
                 lane.in_flight, lane.sent_at = item, now
                 item.attempts += 1
                 self.budget.spend(item.conversation, now)
+                if not item.must_go:
+                    self._tokens[item.conversation] = (self._tokens_at(item.conversation, now) - 1, now)
                 due.append(item)
             self.stats["sent"] += len(due)
         return due
@@ -199,7 +208,16 @@ class SendQueue:
             return self.budget.free_at(item.conversation, now)
         at = self.budget.free_at(item.conversation, now, MINUTE_RESERVE, HOUR_RESERVE)
         last = self.budget.last(item.conversation)
-        return at if last is None else max(at, last + self.stream_gap)
+        if last is not None:
+            at = max(at, last + self.stream_gap)
+        tokens = self._tokens_at(item.conversation, now)
+        if tokens < 1 and self._refill > 0:
+            at = max(at, now + (1 - tokens) / self._refill)
+        return at
+
+    def _tokens_at(self, conversation: str, now: float) -> float:
+        tokens, counted = self._tokens.get(conversation, (float(STREAM_BURST), now))
+        return min(float(STREAM_BURST), tokens + (now - counted) * self._refill)
 
     def wait(self, timeout: float) -> None:
         """Sleep until a frame may be due, a receipt came, or ``timeout`` passed."""

@@ -1,0 +1,204 @@
+"""A ``mode = websocket`` AI bot endpoint at run time: frames in, the same plugins, frames out.
+
+Each callback frame becomes the same typed message as the HTTP callback of
+an AI bot (:func:`wecom.aibot.message_from_json`), is claimed in the shared
+dedup store by its msgid exactly as a callback is (so a repeated msgid, on
+this connection or after a takeover, never runs the plugins twice), and is
+answered by the endpoint's plugins in the host's bounded pool. Their reply
+leaves as frames through the :class:`~.holder.Holder`. A plugin cannot tell
+which mode delivered its message.
+
+A streamed reply (a generator) sends the placeholder at once, then the text
+as it grows (the send queue merges what a pending receipt holds back), and
+finishes before the stream's window closes; text beyond 20480 bytes, or
+written after the window, follows as markdown pushes.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+from ..dedup import Dedup, callback_key
+from ..pool import BoundedPool
+from ..streams import FAILED, MORE_BELOW, NOTE_RESERVE, fit_stream, new_stream_id
+from ..wecom.aibot import message_from_json
+from ..wecom.bot_replies import STREAM_CONTENT_LIMIT, cut_utf8
+from ..wecom.messages import Message, MessageParseError
+from ..wecom.replies import ChunkedReply, Reply, ReplyFormError, TextReply
+from . import protocol
+from .connection import ConnectionSettings
+from .holder import Holder
+from .render import conversation, push_frames, reply_frames, stream_body
+
+if TYPE_CHECKING:
+    from ..config import Config
+    from ..endpoint import Endpoint
+    from ..store import Store
+
+log = logging.getLogger("wechatbot.longconn")
+
+# Least time between two intermediate frames a stream hands to the holder
+# (the send queue merges further; this keeps a chatty generator off the store).
+STREAM_FLUSH = 0.2
+
+
+class LongConnEndpoint:
+    """Serves one AI bot over its long connection, in every process of the host."""
+
+    def __init__(self, endpoint: Endpoint, config: Config, store: Store, dedup: Dedup, pool: BoundedPool,
+                 stats: Counter[str], **holder_options: Any) -> None:
+        self.endpoint = endpoint
+        self.dedup = dedup
+        self.pool = pool
+        self.stats = stats
+        self.placeholder = config.stream_placeholder
+        self.window = config.stream_window
+        self.margin = min(20.0, config.stream_window / 10)
+        cfg = endpoint.config
+        self.holder = Holder(ConnectionSettings(cfg.ws_url, cfg.bot_id, cfg.secret), store, self.on_callback,
+                             **holder_options)
+
+    def start(self) -> None:
+        """Stand by for the bot's connection (the process that gets the lease connects)."""
+        self.holder.start()
+        log.info("[%s] AI bot %s on the long connection %s", self.endpoint.section, self.endpoint.config.bot_id,
+                 self.endpoint.config.ws_url)
+
+    def close(self) -> None:
+        """Close the connection (if held here) and hand waiting frames to the next holder."""
+        self.holder.close()
+
+    # -- frames in ------------------------------------------------------------
+
+    def on_callback(self, received: dict[str, Any]) -> None:
+        """One ``aibot_msg_callback`` / ``aibot_event_callback`` (on the connection's reader thread)."""
+        body = received.get("body")
+        req_id = protocol.req_id(received)
+        try:
+            message = message_from_json(body)
+        except MessageParseError as exc:
+            log.warning("[%s] ignored a %s: %s", self.endpoint.section, received.get("cmd"), exc)
+            return
+        plaintext = json.dumps(body, ensure_ascii=False, sort_keys=True)
+        key = callback_key(self.endpoint.name, message, plaintext)
+        try:
+            first = self.dedup.claim(key)
+        except Exception as exc:  # a store that fails counts as a first arrival: answer it
+            log.error("[%s] store unavailable, %s handled without repeat detection: %s", self.endpoint.section, key, exc)
+            first = True
+        if not first:
+            self.stats["retries"] += 1
+            log.info("[%s] repeat of %s: plugins not run again", self.endpoint.section, key)
+            return
+        if self.pool.submit(self._answer, message, req_id) is None:
+            self.stats["overflow"] += 1
+            log.error("[%s] plugin pool full: %s from %s not answered", self.endpoint.section, message.type,
+                      message.from_user)
+
+    # -- frames out -------------------------------------------------------------
+
+    def _answer(self, message: Message, req_id: str) -> None:
+        plugin, reply = self.endpoint.ask_plugins(message, "all")
+        if reply is None:
+            return
+        try:
+            if isinstance(reply, ChunkedReply) and not message.is_event:
+                self._stream(reply, message, req_id, plugin)
+                return
+            frames = reply_frames(reply.joined() if isinstance(reply, ChunkedReply) else reply, message, req_id)
+        except (ReplyFormError, ValueError, TypeError) as exc:
+            log.error("[%s] the reply of %s to %s cannot be sent: %s", self.endpoint.section, plugin, message.type, exc)
+            return
+        for frame in frames:
+            self.send(frame, message)
+
+    def send(self, frame: dict[str, Any], message: Message) -> None:
+        """Hand one frame to whichever process holds the connection."""
+        protocol.check_reply(frame)
+        self.holder.send(frame, conversation(message))
+
+    def push(self, reply: Reply, message: Message) -> None:
+        """Push ``reply`` to the conversation of ``message`` (``aibot_send_msg``)."""
+        for frame in push_frames(reply, message):
+            self.send(frame, message)
+
+    def _stream(self, reply: ChunkedReply, message: Message, req_id: str, plugin: str | None) -> None:
+        stream = _Stream(self, message, req_id, time.monotonic() + self.window - self.margin)
+        error: Exception | None = None
+        try:
+            for chunk in reply.chunks:
+                if chunk is None:
+                    continue
+                if not isinstance(chunk, str):
+                    raise TypeError(f"a streamed reply yields str chunks, not {type(chunk).__name__}")
+                stream.append(chunk)
+        except Exception as exc:  # the plugin's iterator failed: end visibly, report it
+            error = exc
+            log.exception("[%s] the stream of plugin %s failed", self.endpoint.section, plugin)
+            self.endpoint.notify("plugin_error", plugin_name=plugin, hook_name="handle_message", exception=exc,
+                                 message=message)
+        rest = stream.finish(error)
+        if rest:
+            self.push(TextReply(rest), message)
+
+
+class _Stream:
+    """One streamed answer: the placeholder at once, the text as it grows, one finishing frame."""
+
+    def __init__(self, service: LongConnEndpoint, message: Message, req_id: str, closes_at: float) -> None:
+        self.service = service
+        self.message = message
+        self.req_id = req_id
+        self.stream_id = new_stream_id()
+        self.text = ""
+        self.shown: int | None = None  # set once the finishing frame went: characters of text it shows
+        self._last = 0.0
+        self._lock = threading.Lock()
+        self._send(service.placeholder, False)
+        self._timer = threading.Timer(max(0.0, closes_at - time.monotonic()), self._window_closed)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _send(self, content: str, finish: bool) -> None:
+        self.service.send(protocol.frame(protocol.RESPOND, self.req_id, stream_body(self.stream_id, content, finish)),
+                          self.message)
+
+    @staticmethod
+    def _visible(text: str) -> str:
+        return cut_utf8(text, STREAM_CONTENT_LIMIT - NOTE_RESERVE)[0]
+
+    def append(self, chunk: str) -> None:
+        with self._lock:
+            self.text += chunk
+            now = time.monotonic()
+            if self.shown is None and now - self._last >= STREAM_FLUSH:
+                self._last = now
+                self._send(self._visible(self.text) or self.service.placeholder, False)
+
+    def _window_closed(self) -> None:
+        """The window is about to close with the plugin still writing: finish with what is there."""
+        with self._lock:
+            if self.shown is None:
+                visible = self._visible(self.text)
+                self.shown = len(visible)
+                self._send(visible + MORE_BELOW if visible else MORE_BELOW.lstrip("\n"), True)
+
+    def finish(self, error: Exception | None) -> str:
+        """Send the finishing frame (unless the window did); return the text still to push."""
+        self._timer.cancel()
+        with self._lock:
+            if self.shown is not None:
+                return self.text[self.shown:]
+            if error is not None:
+                visible = self._visible(self.text)
+                self.shown = len(self.text)
+                self._send(visible + FAILED if visible else FAILED.lstrip("\n"), True)
+                return ""
+            content, rest = fit_stream(self.text) if self.text else (self.service.placeholder, "")
+            self.shown = len(self.text) - len(rest)
+            self._send(content, True)
+            return rest
