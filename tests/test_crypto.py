@@ -1,7 +1,7 @@
 """Tests for wechatbot.wecom.crypto: vectors, round trips, envelopes, errors, interop.
 
-Interop runs against two other implementations: a minimal one written here on
-pycryptodome (wechatbot itself uses `cryptography`), and the official
+Interop runs against two other implementations: a minimal one on pycryptodome
+(`wechatbot.testing.reference_crypto`; wechatbot itself uses `cryptography`), and the official
 WXBizMsgCrypt3.py, extracted at test time from the shared seeds (skipped when
 they are absent).
 """
@@ -18,10 +18,9 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from Crypto.Cipher import AES
-from Crypto.Util.Padding import pad, unpad
 
 import wechatbot.wecom.crypto as crypto_module
+from wechatbot.testing.reference_crypto import ref_decrypt, ref_encrypt, ref_frame, ref_open, ref_seal
 from wechatbot.wecom.crypto import (
     AESKeyError,
     BuildReplyError,
@@ -66,37 +65,7 @@ def crypto() -> WeComCrypto:
     return WeComCrypto(TOKEN, KEY, CORP)
 
 
-# --- an independent implementation on pycryptodome ----------------------------
-
-
-def ref_key(encoding_aes_key: str) -> bytes:
-    return base64.b64decode(encoding_aes_key + "=")
-
-
-def ref_seal(encoding_aes_key: str, padded: bytes) -> str:
-    """AES-256-CBC over already padded bytes, IV = key[:16], base64 out."""
-    key = ref_key(encoding_aes_key)
-    return base64.b64encode(AES.new(key, AES.MODE_CBC, iv=key[:16]).encrypt(padded)).decode()
-
-
-def ref_open(encoding_aes_key: str, ciphertext: str) -> bytes:
-    key = ref_key(encoding_aes_key)
-    return AES.new(key, AES.MODE_CBC, iv=key[:16]).decrypt(base64.b64decode(ciphertext))
-
-
-def ref_frame(msg: bytes, receive_id: bytes, prefix: bytes = b"0123456789abcdef") -> bytes:
-    return prefix + struct.pack(">I", len(msg)) + msg + receive_id
-
-
-def ref_encrypt(encoding_aes_key: str, msg: str, receive_id: str, prefix: bytes = b"0123456789abcdef") -> str:
-    framed = ref_frame(msg.encode(), receive_id.encode(), prefix)
-    return ref_seal(encoding_aes_key, pad(framed, 32))
-
-
-def ref_decrypt(encoding_aes_key: str, ciphertext: str) -> tuple[bytes, str, str]:
-    plain = unpad(ref_open(encoding_aes_key, ciphertext), 32)
-    (size,) = struct.unpack(">I", plain[16:20])
-    return plain[:16], plain[20:20 + size].decode(), plain[20 + size:].decode()
+# --- padding by hand (the pycryptodome reference is wechatbot.testing.reference_crypto)
 
 
 def pad_to_32(data: bytes, pad_byte: int | None = None) -> bytes:
