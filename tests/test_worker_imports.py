@@ -1,8 +1,9 @@
-"""What a gunicorn worker loads: a host on the SQLite default leaves redis-py out.
+"""What a gunicorn worker loads: a host on the SQLite default leaves redis-py and cryptography out.
 
 huey's storage module imports redis-py (with asyncio, about 7 MiB per
 worker) even for a SQLite queue; wechatbot imports huey without it, and a
-Redis queue brings it back. Each check runs in a fresh interpreter, since
+Redis queue brings it back. On Linux, AES runs on the libcrypto Python has
+loaded already, not on cryptography's own copy of OpenSSL (about 8 MiB). Each check runs in a fresh interpreter, since
 this test process has loaded redis already.
 """
 from __future__ import annotations
@@ -41,10 +42,13 @@ def test_a_sqlite_host_does_not_load_redis(tmp_path: Path) -> None:
             response = client.open(path, method=method, data=body)
             return response.status_code, response.get_data(as_text=True)
         wecom = SimulatedWeCom(send, "t", "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG", "ww_corp")
-        print(wecom.text("hello").content, "redis" in sys.modules, "asyncio" in sys.modules)
+        from wechatbot.wecom import aes
+        cryptography = "cryptography" in sys.modules
+        print(wecom.text("hello").content, "redis" in sys.modules, "asyncio" in sys.modules,
+              cryptography if aes.BACKEND == "libcrypto" else False)
         app.extensions["wechatbot"].close()
     """, tmp_path)
-    assert out == "hello False False"
+    assert out == "hello False False False"
 
 
 def test_a_redis_queue_works_after_huey_was_imported_without_redis(tmp_path: Path) -> None:

@@ -45,10 +45,9 @@ import time
 from xml.parsers import expat
 from xml.sax.saxutils import escape as _xml_escape
 
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-
 from ..errors import WechatbotError
 from ..process import current_pid
+from .aes import open_cbc
 from .limits import (
     MAX_NONCE_LENGTH, MAX_SIGNATURE_LENGTH, MAX_TIMESTAMP_LENGTH, XML_ILLEGAL, StructureGuard, TooComplex,
     count_markup,
@@ -419,7 +418,7 @@ class WeComCrypto:
     empty string for the AI bot and group robots.
     """
 
-    __slots__ = ("_token", "_key", "_cipher", "_open_contexts", "receive_id", "_receive_id_bytes")
+    __slots__ = ("_token", "_key", "_open_contexts", "receive_id", "_receive_id_bytes")
 
     def __init__(self, token: str, encoding_aes_key: str, receive_id: str) -> None:
         if not isinstance(token, str):
@@ -428,9 +427,8 @@ class WeComCrypto:
             raise TypeError(f"receive_id must be a str, not {type(receive_id).__name__}")
         self._token = token
         self._key = _decode_aes_key(encoding_aes_key)
-        # WeCom's IV is the key's first 16 bytes, so one Cipher serves every
-        # message, and each thread keeps its contexts open (see _cbc).
-        self._cipher = Cipher(algorithms.AES(self._key), modes.CBC(self._key[:16]))
+        # WeCom's IV is the key's first 16 bytes, so each thread keeps one
+        # context per direction open for every message (see _cbc).
         self._open_contexts = threading.local()
         self.receive_id = receive_id
         self._receive_id_bytes = receive_id.encode("utf-8")
@@ -549,11 +547,11 @@ class WeComCrypto:
         message starts with, which both sides throw away. From the second
         block on, a message chains within itself and comes out exact.
         """
-        context = getattr(self._open_contexts, direction, None)
-        if context is None:
-            context = getattr(self._cipher, direction)()
-            setattr(self._open_contexts, direction, context)
-        return context.update(data)
+        update = getattr(self._open_contexts, direction, None)
+        if update is None:
+            update = open_cbc(self._key, self._key[:16], encrypt=direction == "encryptor")
+            setattr(self._open_contexts, direction, update)
+        return update(data)
 
     def verify_url(self, msg_signature: str, timestamp: str, nonce: str, echostr: str) -> str:
         """Answer WeCom's URL verification: check the signature, return the plain echostr."""
