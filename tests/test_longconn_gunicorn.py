@@ -1,0 +1,132 @@
+"""End to end: two real gunicorns of 2 workers each, one AI bot on the long connection, a shared store.
+
+Exactly one of the four processes connects; when it is SIGKILLed another
+takes over within 15 s; a repeated msgid runs the plugin once wherever it
+lands; no reply goes out twice.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from wechatbot.longconn import protocol
+from wechatbot.store import PREFIXES, open_store
+from wechatbot.testing import free_port, ini_text, wait_until_serving
+from wechatbot.testing.fake_longconn import FakeLongConnServer
+
+ROOT = Path(__file__).resolve().parent.parent
+BOT, SECRET = "aibot-e2e", "e2e-secret"
+
+RECORDER = '''
+"""Records each run as "<pid> <msgid> <text>" in [plugin:recorder] runs and answers "got <text>"."""
+import os
+
+from wechatbot import hookimpl
+
+
+@hookimpl
+def handle_message(message, context):
+    with open(context.config["runs"], "a") as fh:
+        fh.write(f"{os.getpid()} {message.msg_id} {message.content}\\n")
+    return f"got {message.content}"
+'''
+
+
+class Gunicorn:
+    """One host: gunicorn with 2 workers on a config whose only endpoint is the long-connection bot."""
+
+    def __init__(self, tmp: Path, name: str, fake: FakeLongConnServer, store: str, runs: Path) -> None:
+        folder = tmp / name
+        plugins = folder / "plugins"
+        plugins.mkdir(parents=True)
+        (plugins / "recorder.py").write_text(RECORDER)
+        config = folder / "config.ini"
+        config.write_text(ini_text({
+            "wecom:bot": {"type": "aibot", "mode": "websocket", "bot_id": BOT, "ws_url": fake.url},
+            "wechatbot": {"store": store, "plugins_dir": str(plugins), "plugins": "recorder"},
+            "plugin:recorder": {"runs": str(runs)},
+        }))
+        self.url = f"http://127.0.0.1:{free_port()}"
+        env = {**os.environ, "WECHATBOT_CONFIG": str(config), "WECHATBOT_BIND": self.url[len("http://"):],
+               "WECHATBOT_WORKERS": "2", "WECHATBOT_WECOM_BOT__SECRET": SECRET}
+        self.log_path = folder / "gunicorn.log"
+        self.log = open(self.log_path, "w")
+        self.process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"], cwd=ROOT, env=env,
+                                        stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def workers(self) -> set[int]:
+        import psutil
+
+        return {child.pid for child in psutil.Process(self.process.pid).children()}
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(5)
+        self.log.close()
+
+
+@pytest.fixture
+def fake():
+    with FakeLongConnServer({BOT: SECRET}) as server:
+        yield server
+
+
+def test_one_connection_takeover_after_sigkill_and_each_message_answered_once(tmp_path, fake) -> None:
+    store_url = f"sqlite:///{tmp_path / 'shared.db'}"
+    runs = tmp_path / "runs.txt"
+    runs.touch()
+    hosts = [Gunicorn(tmp_path, name, fake, store_url, runs) for name in ("a", "b")]
+    store = open_store(store_url)
+    try:
+        for host in hosts:
+            try:
+                wait_until_serving(host.url)
+            except TimeoutError:
+                pytest.fail("gunicorn did not start: " + host.log_path.read_text()[-3000:])
+        fake.wait_subscribed(BOT, timeout=15)
+        time.sleep(3)
+        assert len(fake.subscriptions(BOT)) == 1  # four processes, one connection
+
+        first = fake.push_text(BOT, "one", msgid="msg-1")
+        assert protocol.stream_of(fake.wait_final_reply(first)).content == "got one"
+        fake.push_text(BOT, "one", msgid="msg-1")  # WeCom delivers it again
+
+        holder_pid = int(store.get(PREFIXES["longconn_lease"] + BOT).split(":")[1])
+        owner = next(host for host in hosts if holder_pid in host.workers())
+        os.kill(holder_pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+        fake.wait_subscribed(BOT, count=2, timeout=15)
+        took = time.monotonic() - killed_at
+        print(f"takeover after SIGKILL: {took:.1f} s")
+        assert took < 15
+        new_pid = int(store.get(PREFIXES["longconn_lease"] + BOT).split(":")[1])
+        assert new_pid != holder_pid and any(new_pid in host.workers() for host in hosts)
+
+        fake.push_text(BOT, "one", msgid="msg-1")  # and once more, to the new holder
+        started = time.monotonic()
+        second = fake.push_text(BOT, "two", msgid="msg-2")
+        assert protocol.stream_of(fake.wait_final_reply(second, timeout=5)).content == "got two"
+        assert time.monotonic() - started < 5
+        time.sleep(1.5)  # anything run or sent twice would show by now
+
+        assert sorted(line.split(" ", 1)[1] for line in runs.read_text().splitlines()) == ["msg-1 one", "msg-2 two"]
+        replies = fake.received(protocol.RESPOND)
+        assert sorted(r.req_id for r in replies) == sorted([first, second])  # one reply each, nothing twice
+        assert fake.violations == []
+        assert fake.open_subscribed(BOT) == 1
+        assert owner.process.poll() is None  # gunicorn replaced its killed worker
+    finally:
+        for host in hosts:
+            host.stop()
+        store.close()
