@@ -166,3 +166,30 @@ def test_a_deferred_reply_is_pushed_as_aibot_send_msg(fake, tmp_path) -> None:
 
 def later(message: Any, context: Any) -> str:
     return f"later: {message.content}"
+
+
+def test_media_carries_its_own_aeskey_and_the_bot_file_helper_decrypts_it(fake, tmp_path) -> None:
+    import base64
+    import secrets as random
+
+    from wechatbot.api.bot_files import download_bot_file
+    from wechatbot.testing.fake_api import FakeWeComAPI
+
+    class Saver:
+        @hookimpl
+        def handle_message(self, message: Any, context: Any) -> Any:
+            path = download_bot_file(message.url, message.aeskey, tmp_path / "got.bin")
+            return f"saved {path.stat().st_size} bytes"
+
+    aeskey = base64.b64encode(random.token_bytes(32)).decode()
+    data = random.token_bytes(70_000)
+    with FakeWeComAPI() as files:
+        url = files.add_bot_file(data, aeskey)
+        make_app(sections(fake, tmp_path), {"saver": Saver()})
+        fake.wait_subscribed(BOT)
+        req_id = fake.push_message(BOT, {"msgid": "img-1", "aibotid": BOT, "chattype": "single",
+                                         "from": {"userid": "lisi"}, "msgtype": "image",
+                                         "image": {"url": url, "aeskey": aeskey}})
+        final = fake.wait_final_reply(req_id)
+    assert protocol.stream_of(final).content == f"saved {len(data)} bytes"
+    assert (tmp_path / "got.bin").read_bytes() == data

@@ -21,6 +21,8 @@ class AibotWebSocketChannel(Channel):
     type = "aibot"
     envelope = "json"
     push_via = "aibot_ws"
+    #: An iterator reply streams, frame by frame.
+    streams = True
 
     def parse(self, plaintext: str) -> Message:
         return parse_aibot(plaintext)

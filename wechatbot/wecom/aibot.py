@@ -183,9 +183,12 @@ class AibotTextMessage(TextMessage, AibotCallback):
 class AibotImageMessage(ImageMessage, AibotCallback):
     """An image (single chats only). ``url`` points to an encrypted file that
     stays valid for 5 minutes: fetch it with ``context.download_bot_file``.
-    ``pic_url`` is the same URL, for plugins written for apps."""
+    ``pic_url`` is the same URL, for plugins written for apps. On the long
+    connection ``aeskey`` is the file's own key (empty in callback mode, where
+    the bot's EncodingAESKey decrypts it)."""
 
     url: str = ""
+    aeskey: str = ""
 
 
 @dataclass
@@ -214,16 +217,20 @@ class AibotVoiceMessage(VoiceMessage, AibotCallback):
 
 @dataclass
 class AibotFileMessage(FileMessage, AibotCallback):
-    """A file (single chats, at most 100 MB); ``url`` is encrypted, valid 5 minutes."""
+    """A file (single chats, at most 100 MB); ``url`` is encrypted, valid 5 minutes
+    (``aeskey``: its own key on the long connection)."""
 
     url: str = ""
+    aeskey: str = ""
 
 
 @dataclass
 class AibotVideoMessage(VideoMessage, AibotCallback):
-    """A video (single chats); ``url`` is encrypted, valid 5 minutes."""
+    """A video (single chats); ``url`` is encrypted, valid 5 minutes
+    (``aeskey``: its own key on the long connection)."""
 
     url: str = ""
+    aeskey: str = ""
 
 
 @dataclass
@@ -352,7 +359,7 @@ def message_from_json(raw: dict) -> Message:
         return AibotTextMessage(**common, content=content, raw_content=text, mention=mention, quote=_quote(raw))
     if kind == "image":
         url = _str(body, "url")
-        return AibotImageMessage(**common, url=url, pic_url=url)
+        return AibotImageMessage(**common, url=url, pic_url=url, aeskey=_str(body, "aeskey"))
     if kind == "mixed":
         items = _mixed_items(body)
         text = "\n".join(item.content for item in items if item.type == "text" and item.content)
@@ -361,9 +368,9 @@ def message_from_json(raw: dict) -> Message:
     if kind == "voice":
         return AibotVoiceMessage(**common, content=_str(body, "content"))
     if kind == "file":
-        return AibotFileMessage(**common, url=_str(body, "url"))
+        return AibotFileMessage(**common, url=_str(body, "url"), aeskey=_str(body, "aeskey"))
     if kind == "video":
-        return AibotVideoMessage(**common, url=_str(body, "url"))
+        return AibotVideoMessage(**common, url=_str(body, "url"), aeskey=_str(body, "aeskey"))
     if kind == "stream":
         return StreamRefresh(**common, stream_id=_str(body, "id"))
     return AibotMessage(**common)
