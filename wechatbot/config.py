@@ -18,6 +18,9 @@ from .redact import remember_secret
 DEFAULT_API_BASE = "https://qyapi.weixin.qq.com"
 DEFAULT_STORE = "sqlite:///var/wechatbot.db"
 DEFAULT_CONFIG_FILE = "config.ini"
+#: ``[wechatbot] log_format``: lines for people, or one JSON object per line for log shippers.
+LOG_FORMATS = ("text", "json")
+DEFAULT_LOG_FORMAT = "text"
 
 ENDPOINT_KEYS = {
     "type", "corp_id", "token", "encoding_aes_key", "agent_id", "secret", "api_base",
@@ -26,7 +29,7 @@ ENDPOINT_KEYS = {
 HOST_KEYS = {
     "callback_path", "plugins", "disabled", "plugins_dir", "store", "max_body",
     "reply_deadline", "replay_window", "queue", "deferred_workers", "deferred_queue", "job_lease",
-    "stream_placeholder", "stream_window",
+    "stream_placeholder", "stream_window", "log_format",
 }
 REQUIRED_APP_KEYS = ("corp_id", "token", "encoding_aes_key")
 #: What a ``[wecom]`` section can be: a self-built app, an AI bot (智能机器人) or a group robot (群机器人).
@@ -114,6 +117,7 @@ class Config:
     job_lease: float = 10.0
     stream_placeholder: str = DEFAULT_STREAM_PLACEHOLDER
     stream_window: float = DEFAULT_STREAM_WINDOW
+    log_format: str = DEFAULT_LOG_FORMAT
     plugin_settings: dict[str, dict[str, str]] = field(default_factory=dict)
     source: str | None = None
 
@@ -262,6 +266,13 @@ def _placeholder(host: Mapping[str, str]) -> str:
     return value
 
 
+def _log_format(host: Mapping[str, str]) -> str:
+    value = host.get("log_format", DEFAULT_LOG_FORMAT).strip().lower()
+    if value not in LOG_FORMATS:
+        raise ConfigError(f"[wechatbot] log_format must be one of {', '.join(LOG_FORMATS)}, got {value!r}")
+    return value
+
+
 def _stream_window(host: Mapping[str, str]) -> float:
     value = float(_number("wechatbot", "stream_window", host.get("stream_window", str(DEFAULT_STREAM_WINDOW)), float))
     if not 0 < value <= DEFAULT_STREAM_WINDOW:
@@ -334,6 +345,7 @@ def config_from_sections(
         job_lease=float(_number("wechatbot", "job_lease", host.get("job_lease", "10"), float)),
         stream_placeholder=_placeholder(host),
         stream_window=_stream_window(host),
+        log_format=_log_format(host),
         plugin_settings={s.partition(":")[2]: dict(v) for s, v in merged.items() if s.startswith("plugin:")},
         source=source,
     )

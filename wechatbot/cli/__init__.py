@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
 from pathlib import Path
@@ -30,7 +29,12 @@ def _load(config_path: str | None) -> Any:
 @click.version_option(package_name="wechatbot")
 def cli() -> None:
     """wechatbot: a WeCom (企业微信) bot host."""
-    logging.basicConfig(level=os.environ.get("WECHATBOT_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from ..logs import setup
+
+    try:
+        setup(os.environ.get("WECHATBOT_LOG_LEVEL", "info"))
+    except ValueError as exc:
+        raise click.ClickException(f"WECHATBOT_LOG_LEVEL: {exc}") from None
 
 
 @cli.command()
@@ -67,8 +71,11 @@ def genkey() -> None:
 def serve(config_path: str | None, host: str, port: int, debug: bool) -> None:
     """Run the bot host with Flask's development server (use gunicorn in production)."""
     from ..ext import create_app
+    from ..logs import setup
 
-    app = create_app(_load(config_path))
+    config = _load(config_path)
+    setup(os.environ.get("WECHATBOT_LOG_LEVEL", "info"), config.log_format)
+    app = create_app(config)
     for endpoint in app.extensions["wechatbot"].endpoints.values():
         click.echo(f"[{endpoint.section}] callback URL: http://{host}:{port}{endpoint.path}")
     try:
