@@ -5,6 +5,8 @@ variable named beside it. ``benchmarks/README.md`` has the measurements
 behind the defaults.
 """
 import os
+import shutil
+import tempfile
 
 wsgi_app = "wsgi:app"
 bind = os.environ.get("WECHATBOT_BIND", "127.0.0.1:8000")
@@ -24,7 +26,43 @@ forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 # reverse proxy in front usually keeps one, and a line per request costs
 # about an eighth of a callback's CPU time.
 accesslog = os.environ.get("WECHATBOT_ACCESS_LOG") or None
+# gunicorn's usual line, then the callback's id (the X-Request-Id the host answers).
+access_log_format = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %({x-request-id}o)s'
+# The level of gunicorn's error log, and of wechatbot's and the plugins' lines in it.
 loglevel = os.environ.get("WECHATBOT_LOG_LEVEL", "info").lower()
+
+# /metrics adds up every worker's counts, kept in files in this directory
+# (prometheus_client's multiprocess mode). Set PROMETHEUS_MULTIPROC_DIR to
+# choose it; by default each master gets a fresh one, removed when it exits.
+_DEFAULT_METRICS_DIR = os.path.join(tempfile.gettempdir(), f"wechatbot-metrics-{os.getpid()}")
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", _DEFAULT_METRICS_DIR)
+
+
+def on_starting(server):
+    """Empty the metrics directory: counts from an earlier run must not be added in."""
+    directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    shutil.rmtree(directory, ignore_errors=True)
+    os.makedirs(directory, exist_ok=True)
+
+
+def child_exit(server, worker):
+    """Drop a dead worker's live gauges; its counters stay counted."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    """Remove the metrics directory if it is this master's own default one."""
+    if os.environ["PROMETHEUS_MULTIPROC_DIR"] == _DEFAULT_METRICS_DIR:
+        shutil.rmtree(_DEFAULT_METRICS_DIR, ignore_errors=True)
+
+
+def post_fork(server, worker):
+    """Log wechatbot's and the plugins' lines to gunicorn's error log, in the configured format."""
+    from wechatbot.logs import setup_gunicorn_worker
+
+    setup_gunicorn_worker(worker)
 
 
 def post_worker_init(worker):

@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from wechatbot import hookimpl
+from wechatbot.metrics import sample
 from wechatbot.jobs import Jobs, queue_for
 from wechatbot.testing.simulator import event_xml, message_xml
 from wechatbot.store import open_store
@@ -45,13 +46,14 @@ def build(fake_wecom_api, plugin, **host):
 
 def test_retry_after_the_answer_gets_the_same_reply_without_running_plugins(fake_wecom_api) -> None:
     plugin = Slow(0)
-    app, sim = build(fake_wecom_api, plugin)
+    _, sim = build(fake_wecom_api, plugin)
+    retries = sample("wechatbot_callbacks_total", app="wecom", kind="text", outcome="retry", reason="")
     xml = message_xml("text", content="hello", msg_id="42")
     first, again = sim.post_xml(xml), sim.post_xml(xml, nonce="another-nonce")
     assert first.content == again.content == "done: hello"
     assert first.body != again.body  # encrypted afresh for its own nonce
     assert plugin.runs == ["hello"]
-    assert app.extensions["wechatbot"].stats["retries"] == 1
+    assert sample("wechatbot_callbacks_total", app="wecom", kind="text", outcome="retry", reason="") == retries + 1
 
 
 def test_concurrent_retries_run_the_plugin_once(fake_wecom_api) -> None:
@@ -100,11 +102,12 @@ def test_retry_while_deferred_does_not_run_again(fake_wecom_api) -> None:
 
 def test_full_pool_answers_empty_counts_and_still_delivers(fake_wecom_api) -> None:
     plugin = Slow(0.6)
-    app, sim = build(fake_wecom_api, plugin, reply_deadline="0.2", deferred_workers="1", deferred_queue="0")
+    _, sim = build(fake_wecom_api, plugin, reply_deadline="0.2", deferred_workers="1", deferred_queue="0")
+    refused = sample("wechatbot_pool_full_total", app="wecom")
     with ThreadPoolExecutor(2) as pool:
         answers = list(pool.map(lambda text: sim.text(text, from_user=text), ["u1", "u2"]))
     assert [a.body for a in answers] == ["", ""]
-    assert app.extensions["wechatbot"].stats["overflow"] == 1
+    assert sample("wechatbot_pool_full_total", app="wecom") == refused + 1
     sent = fake_wecom_api.wait_for_sent(2, timeout=8)
     assert sorted(m["touser"] for m in sent) == ["u1", "u2"]
 
@@ -276,16 +279,6 @@ def test_inline_plugin_that_overruns_the_deadline_has_its_reply_pushed(fake_weco
     assert sim.text("x", from_user="patient").body == ""
     sent = fake_wecom_api.wait_for_sent(1, timeout=5)
     assert sent[0]["touser"] == "patient" and sent[0]["text"]["content"].startswith("on ")
-
-
-def test_stats_count_what_the_worker_did(fake_wecom_api) -> None:
-    plugin = Slow(0)
-    app, sim = build(fake_wecom_api, plugin)
-    xml = message_xml("text", content="twice", msg_id="5")
-    sim.post_xml(xml)
-    sim.post_xml(xml)
-    stats = app.test_client().get("/stats").get_json()
-    assert stats["retries"] == 1 and stats["queued_jobs"] == 0 and stats["pid"] > 0
 
 
 def test_a_bad_queue_url_is_a_start_up_error_naming_the_key() -> None:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,7 +13,8 @@ import requests
 
 from wechatbot.testing.fake_api import FakeWeComAPI
 from wechatbot.testing.simulator import SimulatedWeCom, http_transport, message_xml
-from wechatbot.testing import app_sections, free_port, ini_text, wait_until_serving
+from wechatbot.testing import app_sections, ini_text
+from wechatbot.testing.gunicorn import Gunicorn
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -60,17 +59,11 @@ class Host:
         fake.add_app(self.sections["wecom"]["corp_id"], self.sections["wecom"]["secret"])
         config = tmp / "config.ini"
         config.write_text(ini_text(self.sections))
-        self.url = f"http://127.0.0.1:{free_port()}"
-        env = {**os.environ, "WECHATBOT_CONFIG": str(config), "WECHATBOT_BIND": self.url[len("http://"):],
-               "WECHATBOT_WORKERS": "4", "WECHATBOT_THREADS": "64", "WECHATBOT_ACCESS_LOG": "/dev/null"}
-        self.log = open(tmp / "gunicorn.log", "w")
-        self.process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"],
-                                        cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
         try:
-            wait_until_serving(self.url)
-        except TimeoutError:
-            self.stop()
-            pytest.fail("gunicorn did not start: " + (tmp / "gunicorn.log").read_text()[-3000:])
+            self.gunicorn = Gunicorn(ROOT, config, tmp / "gunicorn.log", workers=4, threads=64)
+        except RuntimeError as exc:
+            pytest.fail(str(exc))
+        self.url = self.gunicorn.url
         wecom = self.sections["wecom"]
         self.wecom = SimulatedWeCom(http_transport(self.url + "/callback"), wecom["token"], wecom["encoding_aes_key"], wecom["corp_id"], path="")
 
@@ -78,12 +71,7 @@ class Host:
         return self.runs.read_text().splitlines()
 
     def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-        self.log.close()
+        self.gunicorn.stop()
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import importlib
 import logging
 from typing import TYPE_CHECKING, Any, Callable
 
+from . import logs, metrics
 from .wecom.replies import as_reply
 
 if TYPE_CHECKING:
@@ -22,7 +23,7 @@ log = logging.getLogger("wechatbot.deferred")
 
 def dispatch_record(endpoint_name: str, plaintext: str) -> dict:
     """A job that runs an endpoint's plugins (those off the request thread) for one callback."""
-    return {"endpoint": endpoint_name, "plaintext": plaintext, "kind": "dispatch"}
+    return {"endpoint": endpoint_name, "plaintext": plaintext, "kind": "dispatch", "request_id": logs.current_request_id()}
 
 
 def call_record(endpoint_name: str, plaintext: str, plugin: str, func: Callable[..., Any], args: list) -> dict:
@@ -30,11 +31,23 @@ def call_record(endpoint_name: str, plaintext: str, plugin: str, func: Callable[
     target = f"{func.__module__}:{func.__qualname__}"
     if "<" in target:
         raise ValueError(f"context.defer needs a module-level function, not {target}")
-    return {"endpoint": endpoint_name, "plaintext": plaintext, "kind": "call", "plugin": plugin, "func": target, "args": args}
+    return {"endpoint": endpoint_name, "plaintext": plaintext, "kind": "call", "plugin": plugin, "func": target, "args": args,
+            "request_id": logs.current_request_id()}
 
 
 def run_job(record: dict, endpoint: Endpoint, outbox: Outbox) -> None:
-    """Run one durable job for ``endpoint``, then push its reply (if any) through ``outbox``."""
+    """Run one durable job for ``endpoint``, then push its reply (if any) through ``outbox``.
+
+    Its log lines carry the id of the callback it came from.
+    """
+    logs.begin_request(record.get("request_id"))
+    try:
+        _run(record, endpoint, outbox)
+    finally:
+        logs.end_request()
+
+
+def _run(record: dict, endpoint: Endpoint, outbox: Outbox) -> None:
     message = endpoint.channel.parse(record["plaintext"])
     if record["kind"] == "call":
         module, _, name = record["func"].partition(":")
@@ -48,7 +61,16 @@ def run_job(record: dict, endpoint: Endpoint, outbox: Outbox) -> None:
             log.exception("[%s] deferred %s of plugin %s failed", endpoint.section, record["func"], record["plugin"])
             endpoint.notify("plugin_error", plugin_name=record["plugin"], hook_name="defer", exception=exc, message=message)
             return
-    else:
-        _, reply = endpoint.ask_plugins(message, "rest")
-    if reply is not None:
+        if reply is not None:
+            outbox.push(endpoint, reply, message)
+        return
+    _, reply = endpoint.ask_plugins(message, "rest")
+    if reply is None:
+        metrics.late_reply(endpoint.section, "none")
+        return
+    try:
         outbox.push(endpoint, reply, message)
+    except Exception:
+        metrics.late_reply(endpoint.section, "failed")
+        raise
+    metrics.late_reply(endpoint.section, "pushed")

@@ -12,6 +12,7 @@ from typing import Any, Callable, Mapping
 
 import pluggy
 
+from . import metrics
 from .plugins import call_order
 from .wecom.replies import Reply, ReplyError, TextReply, as_reply
 
@@ -45,17 +46,20 @@ def first_reply(pm: pluggy.PluginManager, message: Any, context_for: ContextFor,
         name = impl.plugin_name
         context = context_for(name)
         started = time.perf_counter()
+        failed = False
         try:
             result = _call(impl, {arg: message, "context": context})
             reply = as_reply(result)
         except ReplyError as exc:
             return name, TextReply(str(exc))
         except Exception as exc:
+            failed = True
             log.exception("plugin %s failed in %s for %s from %s", name, hook_name, message.type, message.from_user)
             notify_all(pm, "plugin_error", context_for, plugin_name=name, hook_name=hook_name, exception=exc, message=message)
             continue
         finally:
             elapsed = time.perf_counter() - started
+            metrics.plugin_called(name, elapsed, failed)
             if elapsed > SLOW_PLUGIN_SECONDS:
                 log.warning("plugin %s took %.1f s in %s", name, elapsed, hook_name)
         if reply is not None:

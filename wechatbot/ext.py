@@ -15,17 +15,20 @@ in ``app.extensions["wechatbot"]``; ``bot.close(app)`` (or
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
+import time
 from typing import Any, Callable, Mapping
 from urllib.parse import parse_qsl
 
 from flask import Blueprint, Flask, Response, current_app, request
 
+from . import logs, report
 from .config import Config, load_config
 from .endpoint import Endpoint
+from .health import readiness
 from .host import Host
+from .pipeline import ReplayError
 from .wecom.crypto import SignatureError, WeComCryptoError
 from .wecom.messages import MessageParseError
 
@@ -105,51 +108,67 @@ def callback_blueprint(host: Host, response_class: type[Response] = Response) ->
             continue
         name = "callback_" + (endpoint.name.replace(".", "_") or "default")
         blueprint.add_url_rule(endpoint.path, name, _view(host, endpoint, max_body, response_class), methods=["GET", "POST"])
+    blueprint.teardown_request(lambda _error: logs.end_request())
     return blueprint
 
 
 def _view(host: Host, endpoint: Endpoint, max_body: int, response_class: type[Response]) -> Callable[[], Response]:
     pipeline = host.pipeline
-    debug = log.isEnabledFor
+    section = endpoint.section
 
-    def refuse(status: int, reason: str) -> Response:
-        """One log line (no secrets) and a plain-text answer."""
-        log.warning("refused %s %s from %s: %d %s", request.method, request.path, request.remote_addr, status, reason)
-        return response_class(reason + "\n", status=status, mimetype="text/plain")
+    def refuse(status: int, text: str, reason: str, started: float) -> Response:
+        """One log line (no secrets), counted by ``reason``, and a plain-text answer."""
+        log.warning("refused %s %s from %s: %d %s", request.method, request.path, request.remote_addr, status, text)
+        if request.method == "POST":
+            report.refused(section, reason, time.perf_counter() - started)
+        return response_class(text + "\n", status=status, mimetype="text/plain")
 
-    def callback() -> Response:
+    def observed() -> Response:
+        """The callback with its id: on every log line about it, and in X-Request-Id."""
+        started = time.perf_counter()
+        request_id = logs.begin_request(request.headers.get(logs.REQUEST_ID_HEADER))
+        try:
+            response = callback(started)
+        except Exception:
+            report.failed(section, time.perf_counter() - started)
+            raise  # to the app's error handlers; the id stays until teardown, on their lines too
+        response.headers[logs.REQUEST_ID_HEADER] = request_id
+        return response
+
+    def callback(started: float) -> Response:
         query = query_params(request.environ.get("QUERY_STRING", ""))
         sig, ts, nonce = query.get("msg_signature"), query.get("timestamp"), query.get("nonce")
         if request.method == "GET":
             echostr = query.get("echostr")
             if not (sig and ts and nonce and echostr):
-                return refuse(400, "missing query parameter(s): " + _missing(query, QUERY_KEYS + ("echostr",)))
+                return refuse(400, "missing query parameter(s): " + _missing(query, QUERY_KEYS + ("echostr",)), "query", started)
             try:
                 # WeCom percent-encodes '+' in echostr; a proxy that decodes it as a form turns it into a space.
                 return response_class(pipeline.verify(endpoint, sig, ts, nonce, echostr.replace(" ", "+")), mimetype="text/plain")
             except SignatureError as exc:
-                return refuse(403, str(exc))
+                return refuse(403, str(exc), _refusal(exc), started)
             except WeComCryptoError as exc:
-                return refuse(400, str(exc))
+                return refuse(400, str(exc), "crypto", started)
         if not (sig and ts and nonce):
-            return refuse(400, "missing query parameter(s): " + _missing(query, QUERY_KEYS))
+            return refuse(400, "missing query parameter(s): " + _missing(query, QUERY_KEYS), "query", started)
         body = _read_body(max_body)
         if body is None:
-            return refuse(413, f"request body over {max_body} bytes")
+            return refuse(413, f"request body over {max_body} bytes", "too_large", started)
         try:
             answer = pipeline.callback(endpoint, body, sig, ts, nonce)
         except SignatureError as exc:
-            return refuse(403, str(exc))
+            return refuse(403, str(exc), _refusal(exc), started)
         except (WeComCryptoError, MessageParseError) as exc:
-            return refuse(400, str(exc))
-        if debug(logging.DEBUG):
-            message = answer.message
-            kind = f"event {message.event}" if message.is_event else f"{message.type} message"
-            log.debug("[%s] %s from %s answered by %s (%s)", endpoint.section, kind, message.from_user,
-                      answer.plugin or "no plugin", answer.route.value)
+            return refuse(400, str(exc), "parse" if isinstance(exc, MessageParseError) else "crypto", started)
+        report.answered(section, answer, time.perf_counter() - started)
         return response_class(answer.body, mimetype=answer.mimetype)
 
-    return callback
+    return observed
+
+
+def _refusal(exc: SignatureError) -> str:
+    """The reason label of a 403: a stale timestamp, or a signature that does not match."""
+    return "replay" if isinstance(exc, ReplayError) else "signature"
 
 
 def _read_body(max_body: int) -> bytes | None:
@@ -189,7 +208,7 @@ def query_params(query_string: str) -> dict[str, str]:
 
 
 def create_app(config: ConfigSource = None, *, plugins: Mapping[str, Any] | None = None) -> Flask:
-    """A Flask app serving the callbacks, ``/healthz`` and ``/stats`` (``gunicorn wsgi:app``).
+    """A Flask app serving the callbacks, ``/healthz``, ``/readyz`` and ``/metrics`` (``gunicorn wsgi:app``).
 
     ``config`` is a Config or a path (default: ``$WECHATBOT_CONFIG``, then
     ``./config.ini``); ``plugins`` registers extra plugin objects by name.
@@ -199,12 +218,31 @@ def create_app(config: ConfigSource = None, *, plugins: Mapping[str, Any] | None
 
     @app.get("/healthz")
     def healthz() -> Response:
+        """Alive: this process answers HTTP."""
         return Response("ok\n", mimetype="text/plain")
 
-    @app.get("/stats")
-    def stats() -> Response:
-        """This worker process's counters: retries, deferred replies, overflow, pushes."""
-        counters = {"pid": os.getpid(), "queued_jobs": host.jobs.pending(), **host.stats}
-        return Response(json.dumps(counters), mimetype="application/json")
+    @app.get("/readyz")
+    def readyz() -> Response:
+        """Ready: the store and the queue answer (503 and the reason when one does not)."""
+        ready, text = readiness(host.store, host.jobs.pending)
+        return Response(text, status=200 if ready else 503, mimetype="text/plain")
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        """Every worker's series added up, in Prometheus text format."""
+        from .metrics import render
+
+        body, content_type = render(_jobs_waiting(host))
+        return Response(body, content_type=content_type)
 
     return app
+
+
+def _jobs_waiting(host: Host) -> Callable[[], int | None]:
+    def waiting() -> int | None:
+        try:
+            return host.jobs.pending()
+        except Exception:  # the queue is down: /readyz says so; the other series still count
+            return None
+
+    return waiting

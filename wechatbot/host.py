@@ -8,7 +8,6 @@ host started and closes the store.
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from typing import Any, Mapping
 
 from .config import Config
@@ -33,8 +32,6 @@ class Host:
         """``url_prefix`` goes before every endpoint's callback path (the Blueprint's mount point)."""
         self.config = config
         self.store = open_store(config.store)
-        #: This process's counters: retries, deferred and late replies, overflow, pushes.
-        self.stats: Counter[str] = Counter()
         self.jobs = Jobs(self.store, queue_for(config.store, config.queue), self._run_job,
                          lease=config.job_lease, workers=max(1, config.deferred_workers // 4))
         self.candidates = installed_plugins(config.plugins_dir, extra_plugins)
@@ -48,11 +45,11 @@ class Host:
         self.loaded = cache
         self.dedup = Dedup(self.store)
         self.pool = BoundedPool(config.deferred_workers, config.deferred_queue)
-        self.outbox = Outbox(self.pool, self.stats)
-        self.pipeline = Pipeline(config, self.dedup, self.pool, self.jobs, self.outbox, self.stats)
+        self.outbox = Outbox(self.pool)
+        self.pipeline = Pipeline(config, self.dedup, self.pool, self.jobs, self.outbox)
         #: The AI bots on their long connection (``mode = websocket``), by endpoint name.
         self.long_connections = {
-            name: LongConnEndpoint(endpoint, config, self.store, self.dedup, self.pool, self.stats)
+            name: LongConnEndpoint(endpoint, config, self.store, self.dedup, self.pool)
             for name, endpoint in self.endpoints.items() if endpoint.config.is_websocket
         }
         self.closed = False

@@ -8,9 +8,9 @@ API); each new way is one more function in the table.
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from typing import TYPE_CHECKING, Callable
 
+from . import metrics
 from .longconn.push import send_via_long_connection
 from .pool import BoundedPool
 from .wecom.messages import Message
@@ -51,14 +51,17 @@ SENDERS: dict[str, Sender] = {
 class Outbox:
     """Pushes replies now (:meth:`push`) or off the request thread (:meth:`push_soon`)."""
 
-    def __init__(self, pool: BoundedPool, stats: Counter[str]) -> None:
+    def __init__(self, pool: BoundedPool) -> None:
         self.pool = pool
-        self.stats = stats
 
     def push(self, endpoint: Endpoint, reply: Reply, message: Message) -> list[dict]:
         """Send ``reply`` to the sender of ``message`` now; return the API's answers."""
-        sent = SENDERS[endpoint.channel.push_via](endpoint, reply, message)
-        self.stats["pushed"] += 1
+        try:
+            sent = SENDERS[endpoint.channel.push_via](endpoint, reply, message)
+        except Exception:
+            metrics.pushed(endpoint.section, ok=False)
+            raise
+        metrics.pushed(endpoint.section, ok=True)
         log.info("[%s] pushed %s reply to %s", endpoint.section, reply.msg_type, message.from_user)
         return sent
 
@@ -66,7 +69,7 @@ class Outbox:
         """Push ``reply`` from the pool, without holding up the HTTP answer."""
         future = self.pool.submit(self._push_logged, endpoint, reply, message)
         if future is None:
-            self.stats["overflow"] += 1
+            metrics.pool_full(endpoint.section)
             log.error("[%s] plugin pool full: %s reply to %s not pushed", endpoint.section, reply.msg_type, message.from_user)
 
     def _push_logged(self, endpoint: Endpoint, reply: Reply, message: Message) -> None:

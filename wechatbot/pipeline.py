@@ -15,11 +15,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
+from . import logs, metrics
 from .config import Config
 from .decision import Route, decide
 from .dedup import Dedup, callback_key
@@ -85,14 +85,13 @@ class _Asked:
 class Pipeline:
     """Answers the callbacks of every endpoint of one host."""
 
-    def __init__(self, config: Config, dedup: Dedup, pool: BoundedPool, jobs: Jobs, outbox: Outbox, stats: Counter[str]) -> None:
+    def __init__(self, config: Config, dedup: Dedup, pool: BoundedPool, jobs: Jobs, outbox: Outbox) -> None:
         self.replay_window = config.replay_window
         self.deadline = config.reply_deadline
         self.dedup = dedup
         self.pool = pool
         self.jobs = jobs
         self.outbox = outbox
-        self.stats = stats
         self._pid: int | None = None
 
     def start(self) -> None:
@@ -125,7 +124,6 @@ class Pipeline:
             self.start()
         key = callback_key(endpoint.name, message, plaintext)
         if not self._claim(endpoint, key):
-            self.stats["retries"] += 1
             log.info("[%s] retry of %s: plugins not run again", endpoint.section, key)
             passive = self.dedup.wait_for_answer(key, self.deadline)
             plugin, route = "(retry)", Route.PASSIVE if passive else Route.EMPTY
@@ -160,7 +158,7 @@ class Pipeline:
             return _Asked(plugin, reply)
         future = self.pool.submit(endpoint.ask_plugins, message, "rest")
         if future is None:
-            self.stats["overflow"] += 1
+            metrics.pool_full(endpoint.section)
             log.warning("[%s] plugin pool full: %s from %s answered empty and queued", endpoint.section, message.type, message.from_user)
             return _Asked(finished=False)
         try:
@@ -184,7 +182,7 @@ class Pipeline:
         if route is Route.PUSH_NOW:
             assert asked.reply is not None
             if late:  # an inline plugin overran: WeCom has stopped waiting
-                self.stats["late"] += 1
+                metrics.late_reply(endpoint.section, "pushed")
                 log.warning("[%s] plugin %s overran reply_deadline; its reply is pushed", endpoint.section, asked.plugin)
             self.outbox.push_soon(endpoint, asked.reply, message)
             return None
@@ -200,20 +198,21 @@ class Pipeline:
             except Exception:
                 log.exception("[%s] could not queue the plugins for %s from %s: no reply", endpoint.section, message.type, message.from_user)
             return
-        self.stats["deferred"] += 1
         log.info("[%s] plugins still busy after %.1f s: reply for %s will be pushed", endpoint.section, self.deadline, message.from_user)
         try:
             self.jobs.adopt(record, key)
         except Exception:
             log.exception("[%s] could not record the job for %s: pushed if this process lives", endpoint.section, key)
-        future.add_done_callback(lambda done: self._finish_late(endpoint, message, key, done))
+        future.add_done_callback(logs.carry(lambda done: self._finish_late(endpoint, message, key, done)))
 
     def _finish_late(self, endpoint: Endpoint, message: Message, key: str, future: Future) -> None:
         try:
             _, reply = future.result()
             if reply is not None:
                 self.outbox.push(endpoint, reply, message)
+            metrics.late_reply(endpoint.section, "none" if reply is None else "pushed")
         except Exception:
+            metrics.late_reply(endpoint.section, "failed")
             log.exception("[%s] late reply for %s could not be delivered", endpoint.section, message.from_user)
         finally:
             self.jobs.finish(key)

@@ -1,6 +1,7 @@
 """The bounded thread pool that runs plugins which may block, and pushes off the request thread."""
 from __future__ import annotations
 
+import contextvars
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable
@@ -17,7 +18,8 @@ class BoundedPool:
         """Run ``fn(*args)`` in the pool; ``None`` when the pool and its queue are full."""
         if not self.slots.acquire(blocking=False):
             return None
-        future = self.executor.submit(fn, *args)
+        # In this caller's context: the callback's id stays on the lines logged there.
+        future = self.executor.submit(contextvars.copy_context().run, fn, *args)
         future.add_done_callback(lambda _: self.slots.release())
         return future
 

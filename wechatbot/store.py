@@ -69,6 +69,7 @@ PREFIXES = {
     "stream_end": "stream-end:",      # how it ended, written once
     "longconn_lease": "longconn:lease:",    # which process holds a bot's long connection
     "longconn_outbox": "longconn:outbox:",  # frames from other processes, for the holder to send
+    "ready": "ready:",          # read (never written) by /readyz to see the store answer
 }
 
 # How often (seconds) a store sweeps out expired entries. Reads already ignore

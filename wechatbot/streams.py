@@ -34,6 +34,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
+from . import metrics
 from .process import current_pid
 from .store import PREFIXES, Store
 from .wecom.bot_replies import STREAM_CONTENT_LIMIT, cut_utf8
@@ -265,6 +266,7 @@ class Streams:
         stops asking. A stream past its window, or whose owner stopped
         beating, is ended here, once.
         """
+        metrics.stream_polled(f"wecom:{endpoint}" if endpoint else "wecom")
         record_key, alive_key, _ = self._keys(endpoint, stream_id)
         ending = self.ended(endpoint, stream_id)
         if ending is not None:

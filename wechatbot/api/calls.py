@@ -107,7 +107,7 @@ class APIClient:
         self.resume_attempts = resume_attempts
         self._secret = secret
         self._session = session or new_session()
-        self._token = AccessToken(store, corp_id, secret, self._gettoken, lock_ttl=timeout + 5.0,
+        self._token = AccessToken(store, corp_id, secret, self._counted_gettoken, lock_ttl=timeout + 5.0,
                                   label=self._label)
 
     def __repr__(self) -> str:
@@ -129,6 +129,19 @@ class APIClient:
         replaced it meanwhile (then that newer one is returned).
         """
         return self._token.get(force_refresh)
+
+    def _counted_gettoken(self) -> tuple[str, float]:
+        """``_gettoken``, counted in ``wechatbot_token_fetches`` by app and outcome."""
+        from .. import metrics  # here, not at import: the CLI's send command never needs it
+
+        app = f"wecom:{self.app_name}" if self.app_name else "wecom"
+        try:
+            answer = self._gettoken()
+        except Exception:
+            metrics.token_fetched(app, ok=False)
+            raise
+        metrics.token_fetched(app, ok=True)
+        return answer
 
     def _gettoken(self) -> tuple[str, float]:
         """Call ``gettoken``: (the new token, its lifetime in seconds)."""

@@ -19,11 +19,12 @@ import json
 import logging
 import threading
 import time
-from collections import Counter
 from typing import TYPE_CHECKING, Any
 
+from .. import metrics
 from ..dedup import Dedup, callback_key
 from ..pool import BoundedPool
+from ..report import kind_of
 from ..streams import FAILED, MORE_BELOW, NOTE_RESERVE, fit_stream, new_stream_id
 from ..wecom.aibot import message_from_json
 from ..wecom.bot_replies import STREAM_CONTENT_LIMIT, cut_utf8
@@ -50,11 +51,10 @@ class LongConnEndpoint:
     """Serves one AI bot over its long connection, in every process of the host."""
 
     def __init__(self, endpoint: Endpoint, config: Config, store: Store, dedup: Dedup, pool: BoundedPool,
-                 stats: Counter[str], **holder_options: Any) -> None:
+                 **holder_options: Any) -> None:
         self.endpoint = endpoint
         self.dedup = dedup
         self.pool = pool
-        self.stats = stats
         self.placeholder = config.stream_placeholder
         self.window = config.stream_window
         self.margin = min(20.0, config.stream_window / 10)
@@ -91,11 +91,11 @@ class LongConnEndpoint:
             log.error("[%s] store unavailable, %s handled without repeat detection: %s", self.endpoint.section, key, exc)
             first = True
         if not first:
-            self.stats["retries"] += 1
+            metrics.callback_done(self.endpoint.section, kind_of(message), "retry")
             log.info("[%s] repeat of %s: plugins not run again", self.endpoint.section, key)
             return
         if self.pool.submit(self._answer, message, req_id) is None:
-            self.stats["overflow"] += 1
+            metrics.pool_full(self.endpoint.section)
             log.error("[%s] plugin pool full: %s from %s not answered", self.endpoint.section, message.type,
                       message.from_user)
 
