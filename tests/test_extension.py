@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -370,3 +371,27 @@ def test_under_gunicorn_the_users_hooks_see_callbacks_and_replies_open_elsewhere
     lines = log.read_text().splitlines()
     posts = [line for line in lines if line.startswith("before POST /callback")]
     assert len(posts) == 8 and any(line.startswith("before GET /callback") for line in lines)
+
+
+# --- closing ------------------------------------------------------------------------
+
+
+def wechatbot_threads() -> dict[int, str]:
+    return {t.ident: t.name for t in threading.enumerate() if t.name.startswith("wechatbot") and t.ident is not None}
+
+
+def test_close_stops_every_thread_the_host_started_and_closes_the_store(tmp_path) -> None:
+    before = wechatbot_threads()
+    app = Flask("user")
+    bot = WeComBot(app, config_from_sections(user_sections(store=f"sqlite:///{tmp_path}/s.db")), plugins={"shout": Shout()})
+    try:
+        assert simulated_wecom(app).text("warm up").content == "WARM UP"
+        started = {ident: name for ident, name in wechatbot_threads().items() if ident not in before}
+        for kind in ("wechatbot-dedup-writer", "wechatbot-lease-heartbeat", "wechatbot-jobs-Worker-", "wechatbot-jobs-Scheduler"):
+            assert any(name.startswith(kind) for name in started.values()), (kind, started)
+    finally:
+        bot.close(app)
+    bot.close(app)  # closing twice is harmless
+    assert not set(wechatbot_threads()) & set(started)
+    with pytest.raises(RuntimeError, match="closed"):
+        app.extensions["wechatbot"].store.get("anything")
