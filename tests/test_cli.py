@@ -38,13 +38,21 @@ def test_init_writes_a_loadable_dev_config_once(tmp_path: Path, monkeypatch: pyt
     assert load_config("config.ini", environ={}).endpoint().token == config.endpoint().token
 
 
+BOT_SECTIONS = (
+    "\n[wecom:assistant]\ntype = aibot\ntoken = bottoken\n"
+    "encoding_aes_key = abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG\n"
+    "\n[wecom:team]\ntype = group_robot\ntoken = robottoken\n"
+    "encoding_aes_key = ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdefg\n"
+)
+
+
 @pytest.fixture
 def served(tmp_path: Path):
     runner = CliRunner()
     config = tmp_path / "config.ini"
     runner.invoke(cli, ["init", "--path", str(config)])
     text = config.read_text().replace("sqlite:///var/wechatbot.db", f"sqlite:///{tmp_path}/state.db")
-    config.write_text(text.replace("plugins = *", "plugins = echo"))
+    config.write_text(text.replace("plugins = *", "plugins = echo") + BOT_SECTIONS)
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "wechatbot.cli", "serve", "--config", str(config), "--port", str(port)],
@@ -68,6 +76,20 @@ def test_simulate_verifies_and_sends_to_a_running_host(served) -> None:
     assert event.exit_code == 0 and "empty answer" in event.output
     wrong = runner.invoke(cli, ["simulate", "--config", str(config), url + "/callback/nope"])
     assert wrong.exit_code != 0 and "HTTP 404" in wrong.output
+
+
+def test_simulate_plays_the_ai_bot_and_the_group_robot(served) -> None:
+    config, url = served
+    runner = CliRunner()
+    bot = runner.invoke(cli, ["simulate", "--config", str(config), "--app", "assistant", "--text", "你好",
+                              url + "/callback/assistant"])
+    assert bot.exit_code == 0 and bot.output.strip() == "[finished] 你好", bot.output
+    verify = runner.invoke(cli, ["simulate", "--config", str(config), "--app", "assistant", "--verify",
+                                 url + "/callback/assistant"])
+    assert verify.exit_code == 0 and "URL verification OK" in verify.output
+    robot = runner.invoke(cli, ["simulate", "--config", str(config), "--app", "team", "--text", "hi",
+                                url + "/callback/team"])
+    assert robot.exit_code == 0 and '"Content": "hi"' in robot.output, robot.output
 
 
 def test_plugins_can_add_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 from enum import Enum
 from typing import TYPE_CHECKING
 
+from .wecom.replies import ChunkedReply
+
 if TYPE_CHECKING:
     from .channels import Channel
     from .wecom.messages import Message
@@ -24,6 +26,9 @@ class Route(Enum):
     #: Answer empty and push the reply through the outbox at once (it is ready
     #: but a passive answer cannot carry it, or WeCom stopped waiting).
     PUSH_NOW = "push now"
+    #: Answer with the first frame of a stream (an iterator reply on the AI bot);
+    #: the iterator runs on, and any worker answers WeCom's refresh polls.
+    STREAM = "stream"
     #: Answer empty; the plugins are still working (or have not started): a
     #: durable job pushes their reply when it comes.
     PUSH_LATER = "push later"
@@ -42,6 +47,8 @@ def decide(reply: Reply | None, message: Message, channel: Channel, time_left: f
         return Route.EMPTY
     if time_left <= 0:
         return Route.PUSH_NOW
+    if channel.streams and isinstance(reply, ChunkedReply) and message.accepts_passive_reply and not message.is_event:
+        return Route.STREAM
     if channel.can_answer_passively(reply, message):
         return Route.PASSIVE
     return Route.PUSH_NOW

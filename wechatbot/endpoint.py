@@ -6,6 +6,7 @@ goes through (checks, dedup, deadline, delivery) is the pipeline's.
 """
 from __future__ import annotations
 
+import logging
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -21,10 +22,12 @@ from .storage import PluginStorage
 from .store import Store
 from .wecom.crypto import WeComCrypto
 from .wecom.messages import Message
-from .wecom.replies import Reply
+from .wecom.replies import ChunkedReply, Reply
 
 if TYPE_CHECKING:
     from .api import WeComAPI
+
+log = logging.getLogger("wechatbot.endpoint")
 
 #: Queues a durable job record; returns its key (``Jobs.submit``).
 SubmitJob = Callable[[dict], str]
@@ -95,7 +98,21 @@ class Endpoint:
         """
         chain = self.chains[hook_for(message)][part]
         found = first_reply(self.pm, message, self.context_for, chain) if chain else None
-        return found if found else (None, None)
+        if not found:
+            return None, None
+        plugin, reply = found
+        if isinstance(reply, ChunkedReply) and not self.channel.streams:
+            reply = self._joined(plugin, reply, message)
+        return plugin, reply
+
+    def _joined(self, plugin: str, reply: ChunkedReply, message: Message) -> Reply | None:
+        """An iterator reply as one text, for a channel that does not stream (a failure is the plugin's)."""
+        try:
+            return reply.joined()
+        except Exception as exc:
+            log.exception("plugin %s failed while its reply was being read, for %s from %s", plugin, message.type, message.from_user)
+            self.notify("plugin_error", plugin_name=plugin, hook_name=hook_for(message), exception=exc, message=message)
+            return None
 
     def has_slow_plugins(self, message: Message) -> bool:
         """Whether some plugin for ``message`` must run off the request thread."""

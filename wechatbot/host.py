@@ -21,6 +21,8 @@ from .pipeline import Pipeline
 from .plugins import LoadedPlugin, installed_plugins, load, plugin_manager, select
 from .pool import BoundedPool
 from .store import open_store
+from .streaming import Streaming
+from .streams import Streams
 
 log = logging.getLogger("wechatbot")
 
@@ -46,7 +48,9 @@ class Host:
         self.dedup = Dedup(self.store)
         self.pool = BoundedPool(config.deferred_workers, config.deferred_queue)
         self.outbox = Outbox(self.pool)
-        self.pipeline = Pipeline(config, self.dedup, self.pool, self.jobs, self.outbox)
+        self.streams = Streams(self.store, window=config.stream_window, placeholder=config.stream_placeholder)
+        self.pipeline = Pipeline(config, self.dedup, self.pool, self.jobs, self.outbox,
+                                 Streaming(self.streams, self.pool, self.outbox))
         #: The AI bots on their long connection (``mode = websocket``), by endpoint name.
         self.long_connections = {
             name: LongConnEndpoint(endpoint, config, self.store, self.dedup, self.pool)
@@ -77,6 +81,7 @@ class Host:
         for connection in self.long_connections.values():
             connection.close()
         self.jobs.stop()
+        self.streams.stop()
         self.pool.shutdown()
         self.dedup.stop()
         self.store.close()

@@ -31,7 +31,8 @@ from .pool import BoundedPool
 from .process import current_pid
 from .wecom.crypto import SignatureError
 from .wecom.messages import Message
-from .wecom.replies import Reply
+from .streaming import Streaming
+from .wecom.replies import ChunkedReply, MarkdownReply, Reply
 
 log = logging.getLogger("wechatbot.pipeline")
 
@@ -85,7 +86,9 @@ class _Asked:
 class Pipeline:
     """Answers the callbacks of every endpoint of one host."""
 
-    def __init__(self, config: Config, dedup: Dedup, pool: BoundedPool, jobs: Jobs, outbox: Outbox) -> None:
+    def __init__(self, config: Config, dedup: Dedup, pool: BoundedPool, jobs: Jobs, outbox: Outbox,
+                 streaming: Streaming) -> None:
+        self.streaming = streaming
         self.replay_window = config.replay_window
         self.deadline = config.reply_deadline
         self.dedup = dedup
@@ -119,9 +122,17 @@ class Pipeline:
         check_timestamp(timestamp, self.replay_window)
         plaintext, envelope = endpoint.crypto.open_callback(body, msg_signature, timestamp, nonce)
         channel = endpoint.channel
+        arrived = time.time()
         message = channel.parse(plaintext)
         if self._pid != current_pid():  # forked after the host was built (gunicorn --preload)
             self.start()
+        reply_envelope = channel.reply_envelope(envelope)
+        if message.is_stream_refresh:
+            # Never from the dedup cache: every poll gets the stream's current text.
+            frame = self.streaming.refresh(endpoint, message.stream_id)  # type: ignore[attr-defined]
+            passive = channel.render_passive(frame, message, int(arrived))
+            return Answer(endpoint.crypto.encrypt_reply(passive, nonce, fmt=reply_envelope), MIMETYPES[reply_envelope],
+                          message, None, Route.STREAM)
         key = callback_key(endpoint.name, message, plaintext)
         if not self._claim(endpoint, key):
             log.info("[%s] retry of %s: plugins not run again", endpoint.section, key)
@@ -132,11 +143,11 @@ class Pipeline:
             asked = self._ask(endpoint, message)
             time_left = self.deadline - (time.monotonic() - started)
             route = decide(asked.reply, message, channel, time_left, finished=asked.finished)
-            passive = self._follow(route, endpoint, message, plaintext, key, asked, late=time_left <= 0)
+            passive = self._follow(route, endpoint, message, plaintext, key, asked, late=time_left <= 0, arrived=arrived)
             plugin = asked.plugin
         if not passive:
-            return Answer("", EMPTY_MIMETYPE, message, plugin, route)
-        reply_envelope = channel.reply_envelope(envelope)
+            # A suite's callback must be answered "success", in plain text.
+            return Answer(channel.acknowledgement(message), EMPTY_MIMETYPE, message, plugin, route)
         return Answer(endpoint.crypto.encrypt_reply(passive, nonce, fmt=reply_envelope), MIMETYPES[reply_envelope], message, plugin, route)
 
     # -- the steps ------------------------------------------------------------
@@ -168,12 +179,21 @@ class Pipeline:
         return _Asked(plugin, reply)
 
     def _follow(self, route: Route, endpoint: Endpoint, message: Message, plaintext: str, key: str, asked: _Asked,
-                late: bool) -> str | None:
+                late: bool, arrived: float) -> str | None:
         """Carry out ``route``; return the plaintext passive answer (``None``: answer empty)."""
         if route is Route.PASSIVE:
             assert asked.reply is not None
             passive = endpoint.channel.render_passive(asked.reply, message, int(time.time()))
             self.dedup.answered(key, passive)
+            rest = endpoint.channel.overflow(asked.reply)
+            if rest:  # what a finished stream could not show follows through the outbox
+                self.outbox.push_soon(endpoint, MarkdownReply(rest), message)
+            return passive
+        if route is Route.STREAM:
+            assert isinstance(asked.reply, ChunkedReply)
+            first = self.streaming.start(endpoint, message, asked.plugin, asked.reply, arrived)
+            passive = endpoint.channel.render_passive(first, message, int(time.time()))
+            self.dedup.answered(key, passive)  # a retry of this message gets the same stream
             return passive
         if route is Route.EMPTY:
             self.dedup.answered(key, None)

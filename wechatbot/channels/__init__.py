@@ -7,14 +7,16 @@ channel is a subclass of :class:`Channel` in its own module, listed in
 from __future__ import annotations
 
 from ..config import ConfigError, EndpointConfig
+from .aibot import AibotChannel
 from .aibot_ws import AibotWebSocketChannel
 from .app import AppChannel
 from .base import Channel
+from .group_robot import GroupRobotChannel
 
 #: Every channel class by the ``[wecom] type`` it serves.
-CHANNELS: dict[str, type[Channel]] = {cls.type: cls for cls in (AppChannel,)}
+CHANNELS: dict[str, type[Channel]] = {cls.type: cls for cls in (AppChannel, AibotChannel, GroupRobotChannel)}
 
-__all__ = ["CHANNELS", "AibotWebSocketChannel", "AppChannel", "Channel", "channel_for"]
+__all__ = ["CHANNELS", "AibotChannel", "AibotWebSocketChannel", "AppChannel", "Channel", "GroupRobotChannel", "channel_for"]
 
 
 def channel_for(config: EndpointConfig) -> Channel:

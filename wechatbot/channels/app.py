@@ -7,7 +7,8 @@ the events that show one; anything else is pushed through ``message/send``.
 """
 from __future__ import annotations
 
-from ..wecom.messages import Message, parse_message
+from ..wecom.callbacks import parse_app_callback
+from ..wecom.messages import Message
 from ..wecom.replies import Reply
 from .base import Channel
 
@@ -20,7 +21,8 @@ class AppChannel(Channel):
     push_via = "message_send"
 
     def parse(self, plaintext: str) -> Message:
-        return parse_message(plaintext)
+        # Never raises: a suite's InfoType callback is a SuiteEvent, anything unreadable an UnknownCallback.
+        return parse_app_callback(plaintext)
 
     def dump(self, message: Message) -> str:
         import xmltodict  # only deferred jobs need it: kept out of the workers' memory until then

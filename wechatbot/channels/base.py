@@ -11,6 +11,7 @@ from abc import ABC, abstractmethod
 from typing import ClassVar
 
 from ..config import EndpointConfig
+from ..wecom.callbacks import acknowledgement
 from ..wecom.messages import Message
 from ..wecom.replies import Reply
 
@@ -29,6 +30,8 @@ class Channel(ABC):
     envelope: ClassVar[str | None] = None
     #: The outbox's way of pushing a reply that cannot go passively.
     push_via: ClassVar[str] = "message_send"
+    #: Whether an iterator reply streams (the AI bot); elsewhere it is joined into one text.
+    streams: ClassVar[bool] = False
 
     def __init__(self, config: EndpointConfig) -> None:
         self.config = config
@@ -48,6 +51,15 @@ class Channel(ABC):
     @abstractmethod
     def render_passive(self, reply: Reply, message: Message, now: int) -> str:
         """The plaintext passive answer carrying ``reply`` (only when it can go passively)."""
+
+    def overflow(self, reply: Reply) -> str:
+        """The part of a passively answered ``reply`` that must follow through the outbox (usually none)."""
+        return ""
+
+    def acknowledgement(self, message: Message) -> str:
+        """The plain body WeCom expects when nothing answers ``message``: ``success``
+        for a suite's callback, else empty."""
+        return acknowledgement(message)
 
     def reply_envelope(self, callback_envelope: str) -> str:
         """The envelope format of the answer to a callback that came in ``callback_envelope``."""

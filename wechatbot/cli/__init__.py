@@ -137,12 +137,18 @@ def simulate(config_path: str | None, url: str, app_name: str, verify: bool, tex
              event_key: str | None, from_user: str, msg_type: str | None, fields: tuple[str, ...]) -> None:
     """Act as WeCom: sign and encrypt a callback, send it to URL, print the decrypted reply.
 
+    For an AI bot (type = aibot) a streamed answer is followed through its
+    refresh polls and each update printed; a group robot gets its own XML.
+
     URL is the full callback URL: local (http://127.0.0.1:8000/callback) or a
     tunnel's public one. The keys come from the config.
     """
     from ..testing.simulator import SimulatedWeCom, event_xml, http_transport, message_xml
 
     endpoint = _load(config_path).endpoint(app_name)
+    if endpoint.type != "app":
+        _simulate_bot(endpoint, url, verify, text, event, from_user)
+        return
     sim = SimulatedWeCom(http_transport(url), endpoint.token, endpoint.encoding_aes_key, endpoint.receive_id, path="")
     if verify:
         click.echo(f"URL verification OK: echoed {sim.verify_url()}")
@@ -161,6 +167,44 @@ def simulate(config_path: str | None, url: str, app_name: str, verify: bool, tex
         click.echo("(empty answer: no plugin replied, or the reply is delivered through message/send)")
         return
     click.echo(json.dumps(received.raw, indent=2, ensure_ascii=False))
+
+
+def _simulate_bot(app: Any, url: str, verify: bool, text: str | None, event: str | None, from_user: str) -> None:
+    """``simulate`` for an AI bot (following a stream, printing each update) or a group robot."""
+    from ..testing.bot_simulator import SimulatedAibot, SimulatedGroupRobot
+    from ..testing.simulator import http_transport
+
+    if app.type == "aibot":
+        bot = SimulatedAibot(http_transport(url), app.token, app.encoding_aes_key, path="")
+        if verify:
+            click.echo(f"URL verification OK: echoed {bot.verify_url()}")
+            return
+        if event:
+            answer = bot.event(event, {}, from_user=from_user)
+            click.echo(json.dumps(answer.data, indent=2, ensure_ascii=False) if answer else "(empty answer)")
+            return
+
+        def show(update: Any) -> None:
+            if update.status != 200:
+                raise click.ClickException(f"HTTP {update.status}: {update.body.strip()}")
+            if update.stream:
+                click.echo(f"[{'finished' if update.finish else 'streaming'}] {update.content}")
+            elif update:
+                click.echo(json.dumps(update.data, indent=2, ensure_ascii=False))
+            else:
+                click.echo("(empty answer: no plugin replied, or the reply goes through response_url)")
+
+        bot.send(bot.document("text", {"content": text or "hello"}, from_user=from_user), on_update=show)
+        return
+    robot = SimulatedGroupRobot(http_transport(url), app.token, app.encoding_aes_key, path="")
+    if verify:
+        click.echo(f"URL verification OK: echoed {robot.verify_url()}")
+        return
+    answer = robot.event(event, from_user=from_user) if event else robot.text(text or "hello", from_user=from_user)
+    if answer.status != 200:
+        raise click.ClickException(f"HTTP {answer.status}: {answer.body.strip()}")
+    click.echo(json.dumps(answer.raw, indent=2, ensure_ascii=False) if answer
+               else "(empty answer: no plugin replied, or the reply goes through the webhook)")
 
 
 @cli.command()

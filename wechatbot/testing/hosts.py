@@ -11,6 +11,7 @@ from flask import Flask
 from ..config import config_from_sections
 from ..host import Host
 from ..wecom.crypto import generate_aes_key, generate_token
+from .bot_simulator import SimulatedAibot, SimulatedGroupRobot
 from .simulator import SimulatedWeCom, Transport
 
 TEST_CORP_ID = "ww_test_corp"
@@ -80,10 +81,22 @@ def flask_transport(app: Flask) -> Transport:
     return send
 
 
-def simulated_wecom(app: Flask, name: str = "") -> SimulatedWeCom:
-    """A simulated WeCom for the app's ``[wecom]`` (or ``[wecom:NAME]``) endpoint."""
+def simulated_wecom(app: Flask, name: str = "", fake: Any = None) -> Any:
+    """A simulated WeCom for the app's ``[wecom]`` (or ``[wecom:NAME]``) endpoint.
+
+    For ``type = aibot`` it is a :class:`~.bot_simulator.SimulatedAibot` (its
+    messages carry response_urls of ``fake``, a ``FakeWeComAPI``, when given),
+    for ``type = group_robot`` a :class:`~.bot_simulator.SimulatedGroupRobot`
+    (its WebhookUrl one of ``fake``'s).
+    """
     endpoint = app.extensions["wechatbot"].endpoints[name]
     config = endpoint.config
+    if config.type == "aibot":
+        return SimulatedAibot(flask_transport(app), config.token, config.encoding_aes_key, endpoint.path,
+                              response_url=fake.add_response_url if fake is not None else None, poll_every=0.05)
+    if config.type == "group_robot":
+        extra = {"webhook_url": fake.webhook_url("test-robot")} if fake is not None else {}
+        return SimulatedGroupRobot(flask_transport(app), config.token, config.encoding_aes_key, endpoint.path, **extra)
     return SimulatedWeCom(flask_transport(app), config.token, config.encoding_aes_key, config.receive_id, endpoint.path)
 
 

@@ -12,6 +12,14 @@ Fixtures, each meant to be overridden in your ``conftest.py``:
 
       def test_hello(wecom):
           assert wecom.text("hello").content == "hello"
+
+  With ``wechatbot_sections = {"wecom": {"type": "aibot"}}`` it is a simulated
+  AI bot that follows a streamed answer to its end::
+
+      def test_streams(wecom):
+          result = wecom.text("hello")
+          assert result.finish and result.content == "hello, world"
+          assert result.texts   # every text seen on the way
 """
 from __future__ import annotations
 
@@ -62,6 +70,6 @@ def wechatbot_app(wechatbot_plugins: Mapping[str, Any] | None, wechatbot_section
 
 
 @pytest.fixture
-def wecom(wechatbot_app: Flask) -> SimulatedWeCom:
-    """A simulated WeCom talking to ``wechatbot_app``."""
-    return simulated_wecom(wechatbot_app)
+def wecom(wechatbot_app: Flask, fake_wecom_api: Any) -> SimulatedWeCom:
+    """A simulated WeCom talking to ``wechatbot_app`` (an AI bot or group robot for those types)."""
+    return simulated_wecom(wechatbot_app, fake=fake_wecom_api)

@@ -137,8 +137,6 @@ class AibotCallback:
     from_corp_id: str = ""
 
     channel: ClassVar[str] = "aibot"
-    #: A stream refresh poll: answered by the host from the stream's state, never by a plugin.
-    is_stream_refresh: ClassVar[bool] = False
 
     @property
     def is_group(self) -> bool:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, ClassVar
 
-from .messages import Event, Message, MessageParseError, message_from_dict, parse_xml
+from .messages import Event, Message, MessageParseError, MessageRefused, message_from_dict, parse_xml
 
 __all__ = ["SuiteEvent", "UnknownCallback", "parse_app_callback", "parse_or_unknown", "acknowledgement"]
 
@@ -85,9 +85,15 @@ def _suite_event(raw: dict) -> SuiteEvent:
 
 
 def parse_or_unknown(plaintext: str | bytes, parse: Callable[[str | bytes], Message]) -> Message:
-    """``parse(plaintext)``, or an :class:`UnknownCallback` when it cannot be read."""
+    """``parse(plaintext)``, or an :class:`UnknownCallback` when it cannot be read.
+
+    Hostile content (:class:`~.messages.MessageRefused`: a DOCTYPE, absurd
+    structure) still raises: the host refuses it.
+    """
     try:
         return parse(plaintext)
+    except MessageRefused:
+        raise  # hostile content is refused (400), not handed to plugins
     except MessageParseError as exc:
         text = plaintext.decode("utf-8", "replace") if isinstance(plaintext, bytes) else plaintext
         return UnknownCallback(plaintext=text, problem=str(exc), raw={"plaintext": text})

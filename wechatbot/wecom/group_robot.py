@@ -74,7 +74,6 @@ class GroupRobotCallback:
     from_alias: str = ""
 
     channel: ClassVar[str] = "group_robot"
-    is_stream_refresh: ClassVar[bool] = False
 
     @property
     def is_group(self) -> bool:

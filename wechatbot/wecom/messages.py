@@ -26,6 +26,7 @@ from .limits import StructureGuard, TooComplex, XML_ILLEGAL_CHARS, count_markup
 
 __all__ = [
     "MessageParseError",
+    "MessageRefused",
     "parse_xml",
     "parse_message",
     "message_from_dict",
@@ -68,6 +69,13 @@ class MessageParseError(WechatbotError, ValueError):
     """The decrypted plaintext is not a WeCom message we can read."""
 
 
+class MessageRefused(MessageParseError):
+    """The plaintext is hostile (a DOCTYPE, absurd structure): refused, even after it decrypted.
+
+    Every other unreadable plaintext is answered 200 as an unknown callback.
+    """
+
+
 # ---------------------------------------------------------------------------
 # XML → dict
 
@@ -79,7 +87,7 @@ _DOCTYPE = re.compile(r"<!DOCTYPE|<!ENTITY", re.IGNORECASE)
 
 
 def _refuse_doctype(*_args: object) -> None:
-    raise MessageParseError("a DOCTYPE is not allowed in a WeCom message")
+    raise MessageRefused("a DOCTYPE is not allowed in a WeCom message")
 
 
 def _push(item: dict | None, key: str, value: Any) -> dict:
@@ -213,20 +221,20 @@ def parse_xml(xml: str | bytes) -> dict:
     try:
         count_markup(xml)
     except TooComplex as exc:
-        raise MessageParseError(f"message XML is refused: {exc}") from None
+        raise MessageRefused(f"message XML is refused: {exc}") from None
     flat = _flat_xml_to_dict(xml)
     if flat is not None:
         return flat
     root = _ROOT_START.search(xml)
     prolog = xml[: root.start()] if root else xml
     if _DOCTYPE.search(prolog):
-        raise MessageParseError("a DOCTYPE is not allowed in a WeCom message")
+        raise MessageRefused("a DOCTYPE is not allowed in a WeCom message")
     try:
         doc = _xml_to_dict(xml)
     except MessageParseError:
         raise
     except TooComplex as exc:
-        raise MessageParseError(f"message XML is refused: {exc}") from None
+        raise MessageRefused(f"message XML is refused: {exc}") from None
     except expat.ExpatError as exc:
         raise MessageParseError(f"message is not well-formed XML: {exc}") from None
     if not isinstance(doc, dict) or "xml" not in doc:
@@ -310,6 +318,8 @@ class Message:
     raw: dict = field(default_factory=dict, repr=False)
 
     is_event: ClassVar[bool] = False
+    #: An AI bot's refresh poll for a stream (answered by the host from the stream's state, never by a plugin).
+    is_stream_refresh: ClassVar[bool] = False
     #: Whether WeCom shows a passive reply to this (D:90241); when False a
     #: plugin's answer has to be pushed through the API instead.
     accepts_passive_reply: ClassVar[bool] = True
