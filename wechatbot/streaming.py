@@ -15,7 +15,6 @@ import logging
 import threading
 from typing import TYPE_CHECKING
 
-from . import metrics
 from .errors import WechatbotError
 from .streams import Streams, StreamWriter
 from .wecom.bot_replies import StreamReply
@@ -82,7 +81,6 @@ class Streaming:
     def refresh(self, endpoint: Endpoint, stream_id: str) -> StreamReply:
         """The answer to one refresh poll: the stream's whole text so far, from the store."""
         frame = self.streams.poll(endpoint.name, stream_id)
-        metrics.stream_polled(endpoint.section)
         if frame.orphaned:
             self._report_orphan(endpoint, stream_id, frame.meta)
         return StreamReply(frame.content, finish=frame.finish, stream_id=stream_id)
