@@ -130,3 +130,33 @@ def test_one_connection_takeover_after_sigkill_and_each_message_answered_once(tm
         for host in hosts:
             host.stop()
         store.close()
+
+
+def test_wechatbot_worker_may_hold_the_connection(tmp_path, fake) -> None:
+    runs = tmp_path / "runs.txt"
+    runs.touch()
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "recorder.py").write_text(RECORDER)
+    config = tmp_path / "config.ini"
+    config.write_text(ini_text({
+        "wecom:bot": {"type": "aibot", "mode": "websocket", "bot_id": BOT, "ws_url": fake.url},
+        "wechatbot": {"store": f"sqlite:///{tmp_path / 'shared.db'}", "plugins_dir": str(plugins), "plugins": "recorder"},
+        "plugin:recorder": {"runs": str(runs)},
+    }))
+    env = {**os.environ, "WECHATBOT_WECOM_BOT__SECRET": SECRET}
+    with open(tmp_path / "worker.log", "w") as log:
+        worker = subprocess.Popen([sys.executable, "-m", "wechatbot.cli", "worker", "--config", str(config)],
+                                  cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            fake.wait_subscribed(BOT, timeout=15)
+            req_id = fake.push_text(BOT, "from the worker")
+            assert protocol.stream_of(fake.wait_final_reply(req_id)).content == "got from the worker"
+            assert runs.read_text().split()[0] == str(worker.pid)
+        finally:
+            worker.send_signal(signal.SIGINT)
+            try:
+                worker.wait(15)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait(5)
