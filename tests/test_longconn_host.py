@@ -193,3 +193,48 @@ def test_media_carries_its_own_aeskey_and_the_bot_file_helper_decrypts_it(fake, 
         final = fake.wait_final_reply(req_id)
     assert protocol.stream_of(final).content == f"saved {len(data)} bytes"
     assert (tmp_path / "got.bin").read_bytes() == data
+
+
+class SlowStreamer:
+    """Streams a word every 0.3 s; 'fail' raises after two words."""
+
+    def __init__(self) -> None:
+        self.errors: list[BaseException] = []
+
+    @hookimpl
+    def handle_message(self, message: Any, context: Any) -> Any:
+        def chunks() -> Iterator[str]:
+            for n in range(8):
+                time.sleep(0.3)
+                if message.content == "fail" and n == 2:
+                    raise RuntimeError("the model went away")
+                yield f"w{n} "
+        return chunks()
+
+    @hookimpl
+    def plugin_error(self, plugin_name: str, hook_name: str, exception: BaseException, message: Any, context: Any) -> None:
+        self.errors.append(exception)
+
+
+def test_a_failing_stream_ends_visibly_and_is_reported(fake, tmp_path) -> None:
+    streamer = SlowStreamer()
+    make_app(sections(fake, tmp_path), {"streamer": streamer})
+    fake.wait_subscribed(BOT)
+    final = fake.wait_final_reply(fake.push_text(BOT, "fail"), timeout=10)
+    content = protocol.stream_of(final).content
+    assert content.startswith("w0 w1 ") and "回答出错" in content
+    assert [str(e) for e in streamer.errors] == ["the model went away"]
+
+
+def test_a_stream_ends_before_its_window_and_the_rest_is_pushed(fake, tmp_path) -> None:
+    config = sections(fake, tmp_path)
+    config["wechatbot"]["stream_window"] = "1.5"  # the host ends it 0.15 s before: after about four words
+    make_app(config, {"streamer": SlowStreamer()})
+    fake.wait_subscribed(BOT)
+    req_id = fake.push_text(BOT, "long", userid="zhaoliu")
+    final = protocol.stream_of(fake.wait_final_reply(req_id, timeout=10)).content
+    [push] = fake.wait_for(lambda: fake.received(protocol.SEND), 10, "the rest")
+    shown = final.split("\n\n")[0]
+    assert "未完" in final and shown.startswith("w0 ")
+    assert shown + push.frame["body"]["markdown"]["content"] == "".join(f"w{n} " for n in range(8))
+    assert push.frame["body"]["chatid"] == "zhaoliu"

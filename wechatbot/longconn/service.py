@@ -130,11 +130,7 @@ class LongConnEndpoint:
         stream = _Stream(self, message, req_id, time.monotonic() + self.window - self.margin)
         error: Exception | None = None
         try:
-            for chunk in reply.chunks:
-                if chunk is None:
-                    continue
-                if not isinstance(chunk, str):
-                    raise TypeError(f"a streamed reply yields str chunks, not {type(chunk).__name__}")
+            for chunk in reply.pieces():
                 stream.append(chunk)
         except Exception as exc:  # the plugin's iterator failed: end visibly, report it
             error = exc

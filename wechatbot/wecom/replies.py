@@ -471,16 +471,18 @@ class ChunkedReply(Reply):
     def fits_passive(self) -> bool:
         return False
 
-    def text(self) -> str:
-        """Run the iterator to its end and return the whole text (``None`` chunks skipped)."""
-        parts = []
+    def pieces(self) -> Iterator[str]:
+        """The chunks as the plugin writes them (``None`` skipped; anything but ``str`` is a TypeError)."""
         for chunk in self.chunks:
             if chunk is None:
                 continue
             if not isinstance(chunk, str):
                 raise TypeError(f"a streamed reply yields str chunks, not {type(chunk).__name__}")
-            parts.append(chunk)
-        return "".join(parts)
+            yield chunk
+
+    def text(self) -> str:
+        """Run the iterator to its end and return the whole text (``None`` chunks skipped)."""
+        return "".join(self.pieces())
 
     def joined(self) -> TextReply | None:
         """The whole text as one :class:`TextReply` (``None`` when it is empty)."""
