@@ -34,6 +34,14 @@ class Host:
         """``url_prefix`` goes before every endpoint's callback path (the Blueprint's mount point)."""
         self.config = config
         self.store = open_store(config.store)
+        try:
+            self._build(config, extra_plugins, url_prefix)
+        except BaseException:
+            self.store.close()  # nothing else has started yet
+            raise
+        self.closed = False
+
+    def _build(self, config: Config, extra_plugins: Mapping[str, Any] | None, url_prefix: str) -> None:
         self.jobs = Jobs(self.store, queue_for(config.store, config.queue), self._run_job,
                          lease=config.job_lease, workers=max(1, config.deferred_workers // 4))
         self.candidates = installed_plugins(config.plugins_dir, extra_plugins)
@@ -56,7 +64,6 @@ class Host:
             name: LongConnEndpoint(endpoint, config, self.store, self.dedup, self.pool)
             for name, endpoint in self.endpoints.items() if endpoint.config.is_websocket
         }
-        self.closed = False
 
     def start(self) -> None:
         """Run the plugins' start-up hooks, then start this process's background threads."""

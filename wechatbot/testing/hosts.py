@@ -4,15 +4,17 @@ from __future__ import annotations
 import secrets
 import socket
 import time
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from flask import Flask
 
 from ..config import config_from_sections
-from ..host import Host
 from ..wecom.crypto import generate_aes_key, generate_token
 from .bot_simulator import SimulatedAibot, SimulatedGroupRobot
 from .simulator import SimulatedWeCom, Transport
+
+if TYPE_CHECKING:
+    from ..host import Host
 
 TEST_CORP_ID = "ww_test_corp"
 
