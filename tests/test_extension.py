@@ -210,7 +210,7 @@ def test_url_prefix_moves_every_endpoint(how, closing) -> None:
     if how == "constructor":
         WeComBot(app, config=config, plugins={"shout": Shout()}, url_prefix="/wecom/")
     else:
-        WeComBot(plugins={"shout": Shout()}).init_app(app, config, url_prefix="/wecom")
+        WeComBot(plugins={"shout": Shout()}).init_app(app, config, url_prefix="wecom")
     closing.append(app)
     main, other = simulated_wecom(app), simulated_wecom(app, "hr")
     assert (main.path, other.path) == ("/wecom/callback", "/wecom/callback/hr")

@@ -65,7 +65,8 @@ class WeComBot:
         if EXTENSION in app.extensions:
             raise RuntimeError("WeComBot is already registered on this app")
         resolved = resolve_config(config if config is not None else self.config, app)
-        prefix = (self.url_prefix if url_prefix is None else url_prefix).rstrip("/")
+        prefix = (self.url_prefix if url_prefix is None else url_prefix).strip("/")
+        prefix = f"/{prefix}" if prefix else ""
         host = Host(resolved, self.plugins, url_prefix=prefix)
         try:
             host.start()
