@@ -15,20 +15,17 @@ RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3 python3-venv ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 
-# Wheels of wechatbot, the built-in plugins and every dependency.
-FROM python AS wheels
+# wechatbot, the built-in plugins and every dependency in a venv; only the venv goes on.
+FROM python AS build
 COPY . /src
-RUN python3 -m venv /opt/build \
- && /opt/build/bin/pip wheel --no-cache-dir --wheel-dir /wheels /src /src/plugins/echo /src/plugins/keyword /src/plugins/media
+RUN python3 -m venv /opt/wechatbot \
+ && /opt/wechatbot/bin/pip install --no-cache-dir /src /src/plugins/echo /src/plugins/keyword /src/plugins/media
 
 FROM python
 RUN useradd --create-home --shell /usr/sbin/nologin wechatbot \
  && mkdir -p /etc/wechatbot /var/lib/wechatbot/var \
  && chown -R wechatbot:wechatbot /var/lib/wechatbot
-RUN --mount=type=bind,from=wheels,source=/wheels,target=/wheels \
-    python3 -m venv /opt/wechatbot \
- && /opt/wechatbot/bin/pip install --no-cache-dir --no-index --find-links /wheels \
-        wechatbot wechatbot-echo wechatbot-keyword wechatbot-media
+COPY --from=build /opt/wechatbot /opt/wechatbot
 COPY gunicorn.conf.py wsgi.py /opt/wechatbot/app/
 ENV PATH=/opt/wechatbot/bin:$PATH \
     PYTHONUNBUFFERED=1 \
