@@ -8,13 +8,15 @@ import logging
 import os
 import re
 import threading
+import time
 
 import pytest
 
-from wechatbot import logs
+from wechatbot import hookimpl, logs
 from wechatbot.config import ConfigError, config_from_sections
 from wechatbot.redact import remember_secret
-from wechatbot.testing import app_sections
+from wechatbot.testing import app_sections, make_app, simulated_wecom
+from wechatbot.testing.simulator import message_xml
 
 
 @pytest.fixture
@@ -121,3 +123,30 @@ def test_log_format_is_a_checked_config_key(tmp_path) -> None:
     assert logs.configured_format({"WECHATBOT_CONFIG": str(config)}) == "json"
     assert logs.configured_format({"WECHATBOT_CONFIG": str(config), "WECHATBOT_WECHATBOT__LOG_FORMAT": "text"}) == "text"
     assert logs.configured_format({"WECHATBOT_CONFIG": str(tmp_path / "missing.ini")}) == "text"
+
+
+class SlowPlugin:
+    """Answers after 0.4 s, from the plugin pool."""
+
+    @hookimpl
+    def handle_message(self, message, context):
+        time.sleep(0.4)
+        context.log.info("answering late")
+        return "late " + message.content
+
+
+def test_a_late_reply_keeps_its_callbacks_id(captured, fake_wecom_api) -> None:
+    out = captured("text")
+    sections = app_sections(api_base=fake_wecom_api.url, wechatbot={"store": "memory://", "reply_deadline": "0.1"})
+    fake_wecom_api.add_app(sections["wecom"]["corp_id"], sections["wecom"]["secret"])
+    app = make_app(sections, {"slow": SlowPlugin()})
+    query, body = simulated_wecom(app).signed_request(message_xml("text", content="hi", from_user="zhaoliu"))
+    answer = app.test_client().post(query, data=body, headers={"X-Request-Id": "late-1"})
+    assert answer.status_code == 200 and answer.get_data() == b"" and answer.headers["X-Request-Id"] == "late-1"
+    assert fake_wecom_api.wait_for_sent(1, timeout=5)[0]["text"]["content"] == "late hi"
+    time.sleep(0.1)
+    lines = [line for line in out.getvalue().splitlines() if "[late-1]" in line]
+    assert any("wechatbot.callback [late-1]: [wecom] text from zhaoliu: plugins still busy (late)" in l for l in lines), lines
+    assert any("wechatbot.plugin.slow [late-1]: answering late" in l for l in lines), lines
+    assert any("wechatbot.outbox [late-1]: [wecom] pushed text reply to zhaoliu" in l for l in lines), lines
+    assert logs.current_request_id() == ""  # the request thread forgot it

@@ -221,3 +221,24 @@ def test_readyz_follows_the_store_and_healthz_stays_alive(tmp_path) -> None:
         if host:
             host.stop()
         redis_server.stop()
+
+
+def test_kill_hup_reloads_the_config_without_dropping_callbacks_or_counts(tmp_path) -> None:
+    host = Host(tmp_path)
+    try:
+        for i in range(5):
+            assert host.wecom.post_xml(message_xml("text", content=f"m{i}", msg_id=str(i))).content == f"m{i}"
+        old_workers = host.gunicorn.worker_pids()
+        host.sections["plugin:echo"] = {"prefix": "v2 "}
+        (tmp_path / "config.ini").write_text(ini_text(host.sections))
+        os.kill(host.gunicorn.process.pid, signal.SIGHUP)
+        sent, deadline = 5, time.monotonic() + 30
+        while set(host.gunicorn.worker_pids()) & set(old_workers) or len(host.gunicorn.worker_pids()) < 2:
+            assert time.monotonic() < deadline, "the workers were not replaced"
+            assert host.wecom.post_xml(message_xml("text", content="during", msg_id=str(100 + sent))).status == 200
+            sent += 1
+        assert host.wecom.post_xml(message_xml("text", content="after", msg_id="999")).content == "v2after"
+        answered = dict(app="wecom", kind="text", outcome="answered", reason="")
+        assert host.metric("wechatbot_callbacks_total", **answered) == sent + 1
+    finally:
+        host.stop()

@@ -216,8 +216,11 @@ def worker(config_path: str | None) -> None:
     """
     from ..host import Host
     from ..jobs import describe, run_standalone
+    from ..logs import setup
 
-    with Host(_load(config_path)) as host:
+    config = _load(config_path)
+    setup(os.environ.get("WECHATBOT_LOG_LEVEL", "info"), config.log_format)
+    with Host(config) as host:
         for endpoint in host.endpoints.values():
             endpoint.start()
         host.start_long_connections()
