@@ -276,3 +276,24 @@ def test_unreadable_plaintext_is_an_unknown_callback_answered_empty():
     assert type(parse_app_callback("not xml at all")) is UnknownCallback
     text = parse_app_callback("<xml><MsgType>text</MsgType><Content>hi</Content></xml>")
     assert type(text) is TextMessage and acknowledgement(text) == ""
+
+
+# Minimal documents as another implementation's test suite sends them (fields only).
+@pytest.mark.parametrize("doc, cls, fields", [
+    ({"msgtype": "event", "event": {"eventtype": "enter_chat"}}, EnterChatEvent, {"event": "enter_chat", "from_user": ""}),
+    ({"msgtype": "text", "from": {"userid": "chenkang2"}, "text": {"content": "测试HTTP回调"}}, AibotTextMessage,
+     {"content": "测试HTTP回调", "from_user": "chenkang2", "msg_id": None, "response_url": ""}),
+    ({"msgtype": "stream", "stream": {"id": "stream-1"}}, StreamRefresh, {"stream_id": "stream-1"}),
+    ({"msgid": "card-event-1", "msgtype": "event", "aibotid": "bot-1", "from": {"userid": "employee-1"},
+      "chatid": "group-1", "chattype": "group", "response_url": "https://qyapi.weixin.qq.com/card-event-response",
+      "event": {"eventtype": "template_card_event", "template_card_event": {
+          "card_type": "vote_interaction", "event_key": "submit_vote", "task_id": "task-1",
+          "selected_items": {"selected_item": [{"question_key": "risk_level", "option_ids": {"option_id": ["medium", "high"]}}]}}}},
+     AibotTemplateCardEvent, {"task_id": "task-1", "event_key": "submit_vote", "chat_id": "group-1", "msg_id": "card-event-1",
+                              "response_url": "https://qyapi.weixin.qq.com/card-event-response"}),
+])
+def test_minimal_documents_from_other_implementations(doc, cls, fields):
+    m = message_from_json(doc)
+    assert type(m) is cls
+    for name, value in fields.items():
+        assert getattr(m, name) == value, name

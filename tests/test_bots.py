@@ -27,8 +27,14 @@ class Bot:
         self.errors: list = []
 
     @hookimpl
-    def handle_message(self, message):
+    def handle_message(self, message, context):
         self.seen.append(message)
+        if message.type == "image":
+            path = context.download_bot_file(message)
+            try:
+                return f"image of {path.stat().st_size} bytes starting {path.read_bytes()[:4]!r}"
+            finally:
+                path.unlink()
         text = message.content
         if text.startswith("stream "):
             return (f"{i}," for i in range(int(text.split()[1])))
@@ -109,6 +115,12 @@ def test_events(wecom, plugin):
 def test_a_template_card_answer(wecom):
     result = wecom.text("card")
     assert result.first.data == {"msgtype": "template_card", "template_card": WELCOME_CARD}
+
+
+def test_an_image_is_downloaded_and_decrypted(wecom, wechatbot_app, fake_wecom_api):
+    key = wechatbot_app.extensions["wechatbot"].endpoints[""].config.encoding_aes_key
+    url = fake_wecom_api.add_bot_file(b"\x89PNG" + b"\x00" * 996, key)
+    assert wecom.message("image", {"url": url}).content == "image of 1000 bytes starting b'\\x89PNG'"
 
 
 def test_a_poll_for_an_unknown_stream(wecom):

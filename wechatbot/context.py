@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from .errors import WechatbotError
@@ -103,3 +105,19 @@ class PluginContext:
         if self.notify_hook is None:
             raise RuntimeError("this context is not attached to a host")
         return self.notify_hook(hook, **kwargs)
+
+    def download_bot_file(self, message: Any, dest: str | os.PathLike[str] | None = None) -> Path:
+        """Fetch the file of an AI bot image, file or video message, decrypted, into ``dest``.
+
+        The URL serves the file encrypted (AES-256-CBC with the bot's key, or
+        the long connection's per-message ``aeskey``) and stays valid for 5
+        minutes; it streams through in chunks, so large files never sit in
+        memory. ``dest`` defaults to a new temporary file. Returns its path.
+        """
+        from .api.bot_files import download_bot_file
+
+        url = getattr(message, "url", "")
+        if not url:
+            raise ValueError(f"a {getattr(message, 'type', '?')} message has no file url to download")
+        key = getattr(message, "aeskey", "") or self.app.encoding_aes_key
+        return download_bot_file(url, key, dest)
