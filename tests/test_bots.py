@@ -58,7 +58,7 @@ class Bot:
     def handle_event(self, event):
         self.seen.append(event)
         if event.event == "enter_chat":
-            return "欢迎"
+            return iter(["欢", "迎"])  # an iterator answer to an event is joined
         if event.event == "template_card_event":
             return TemplateCardUpdateReply({"card_type": "button_interaction", "main_title": {"title": "已处理"}})
         return None

@@ -101,7 +101,7 @@ class Endpoint:
         if not found:
             return None, None
         plugin, reply = found
-        if isinstance(reply, ChunkedReply) and not self.channel.streams:
+        if isinstance(reply, ChunkedReply) and (message.is_event or not self.channel.streams):  # only messages stream
             reply = self._joined(plugin, reply, message)
         return plugin, reply
 

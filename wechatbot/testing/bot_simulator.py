@@ -22,7 +22,7 @@ from urllib.parse import parse_qsl, urlsplit
 import xmltodict
 
 from ..wecom.crypto import WeComCrypto, signature
-from .simulator import SimulationError, Transport
+from .simulator import Received, SimulationError, Transport
 
 __all__ = ["BotAnswer", "GroupAnswer", "SimulatedAibot", "SimulatedGroupRobot", "StreamResult", "webhook_key"]
 
@@ -252,17 +252,8 @@ class SimulatedAibot(_Sealed):
         return self.event("enter_chat", {}, **kwargs)
 
 
-@dataclass
-class GroupAnswer:
-    """One decrypted group robot answer: ``raw`` is the reply XML as a dict."""
-
-    status: int
-    body: str
-    raw: dict = field(default_factory=dict)
-
-    @property
-    def msg_type(self) -> str | None:
-        return self.raw.get("MsgType")
+class GroupAnswer(Received):
+    """One decrypted group robot answer: ``raw`` is the reply XML as a dict (empty: no reply)."""
 
     @property
     def content(self) -> str | None:
@@ -273,9 +264,6 @@ class GroupAnswer:
     def mentioned_list(self) -> list[str]:
         items = ((self.raw.get("Text") or {}).get("MentionedList") or {}).get("Item") or []
         return items if isinstance(items, list) else [items]
-
-    def __bool__(self) -> bool:
-        return bool(self.raw)
 
 
 class SimulatedGroupRobot(_Sealed):

@@ -17,6 +17,8 @@ from typing import Any, ClassVar
 
 from .aibot import MixedItem, split_mention
 from .messages import Event, ImageMessage, Message, MessageParseError, TextMessage, parse_xml
+from .messages import _dict, _list
+from .messages import _str as _text
 
 __all__ = [
     "GroupRobotCallback",
@@ -33,28 +35,6 @@ __all__ = [
     "group_message_from_dict",
     "parse_group_robot",
 ]
-
-
-def _text(d: Any, key: str) -> str:
-    value = d.get(key) if isinstance(d, dict) else None
-    if isinstance(value, list):
-        value = value[0] if value else None
-    if isinstance(value, dict):
-        value = value.get("#text")
-    return value if isinstance(value, str) else ""
-
-
-def _dict(d: Any, key: str) -> dict:
-    value = d.get(key) if isinstance(d, dict) else None
-    if isinstance(value, list):
-        value = value[0] if value else None
-    return value if isinstance(value, dict) else {}
-
-
-def _list(value: Any) -> list:
-    if value is None:
-        return []
-    return value if isinstance(value, list) else [value]
 
 
 @dataclass
