@@ -42,6 +42,9 @@ STREAM_GAP = 0.5
 STREAM_BURST = 6
 RETRY_DELAY = 1.0
 MAX_ATTEMPTS = 5
+# Over the budget by WeCom's count (another holder sent to this conversation
+# before a takeover): wait longer, up to beyond the minute's window.
+FREQUENCY_DELAY = 10.0
 
 
 @dataclass
@@ -261,7 +264,8 @@ class SendQueue:
                 outcome = Outcome(item.frame, "delivered", errcode, errmsg)
             elif errcode in protocol.RETRYABLE and item.attempts < MAX_ATTEMPTS:
                 # Not applied: send it again later, unless newer text of its stream replaced it.
-                item.not_before = self.clock() + self.retry_delay * item.attempts
+                step = FREQUENCY_DELAY if errcode == protocol.ERR_FREQUENCY else self.retry_delay
+                item.not_before = self.clock() + step * item.attempts
                 self._requeue_front(lane, item)
                 self.stats["retried"] += 1
                 self._cond.notify_all()

@@ -8,8 +8,8 @@ answered by the endpoint's plugins in the host's bounded pool. Their reply
 leaves as frames through the :class:`~.holder.Holder`. A plugin cannot tell
 which mode delivered its message.
 
-A streamed reply (a generator) sends the placeholder at once, then the text
-as it grows (the send queue merges what a pending receipt holds back), and
+A streamed reply (a generator) sends its text as it grows (the placeholder
+first if the first chunk is slow to come) (the send queue merges what a pending receipt holds back), and
 finishes before the stream's window closes; text beyond 20480 bytes, or
 written after the window, follows as markdown pushes.
 """
@@ -45,6 +45,8 @@ log = logging.getLogger("wechatbot.longconn")
 # Least time between two intermediate frames a stream hands to the holder
 # (the send queue merges further; this keeps a chatty generator off the store).
 STREAM_FLUSH = 0.2
+# A stream whose first chunk takes longer than this shows the placeholder meanwhile.
+PLACEHOLDER_AFTER = 1.0
 
 
 class LongConnEndpoint:
@@ -154,12 +156,15 @@ class _Stream:
         self.shown: int | None = None  # set once the finishing frame went: characters of text it shows
         self._last = 0.0
         self._lock = threading.Lock()
-        self._send(service.placeholder, False)
-        self._timer = threading.Timer(max(0.0, closes_at - time.monotonic()), self._window_closed)
-        self._timer.daemon = True
-        self._timer.start()
+        self._sent_any = False
+        self._timers = [threading.Timer(PLACEHOLDER_AFTER, self._placeholder),
+                        threading.Timer(max(0.0, closes_at - time.monotonic()), self._window_closed)]
+        for timer in self._timers:
+            timer.daemon = True
+            timer.start()
 
     def _send(self, content: str, finish: bool) -> None:
+        self._sent_any = True
         self.service.send(protocol.frame(protocol.RESPOND, self.req_id, stream_body(self.stream_id, content, finish)),
                           self.message)
 
@@ -175,6 +180,12 @@ class _Stream:
                 self._last = now
                 self._send(self._visible(self.text) or self.service.placeholder, False)
 
+    def _placeholder(self) -> None:
+        """Nothing written yet: show the placeholder, so the user sees the answer coming."""
+        with self._lock:
+            if not self._sent_any:
+                self._send(self.service.placeholder, False)
+
     def _window_closed(self) -> None:
         """The window is about to close with the plugin still writing: finish with what is there."""
         with self._lock:
@@ -185,7 +196,8 @@ class _Stream:
 
     def finish(self, error: Exception | None) -> str:
         """Send the finishing frame (unless the window did); return the text still to push."""
-        self._timer.cancel()
+        for timer in self._timers:
+            timer.cancel()
         with self._lock:
             if self.shown is not None:
                 return self.text[self.shown:]
