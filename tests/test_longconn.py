@@ -10,6 +10,7 @@ from typing import Any, Iterator
 import pytest
 from websockets.sync.client import connect
 
+from wechatbot import metrics
 from wechatbot.longconn import protocol
 from wechatbot.longconn.connection import ConnectionSettings
 from wechatbot.longconn.holder import Holder, backoff
@@ -194,6 +195,7 @@ def test_heartbeats_and_a_dead_connection(fake, store) -> None:
 
 def test_receipts_that_time_out_are_unknown_and_never_resent(fake, store) -> None:
     fake.receipt_policy(lambda frame, nth: None)  # no receipt, ever
+    unknown_before = metrics.sample("wechatbot_longconn_frames_total", bot=BOT, outcome="unknown")
     queue = SendQueue(stream_gap=0.0, receipt_timeout=0.5)
     with Bot(fake, store, queue=queue, word_pause=0.0):
         fake.wait_subscribed(BOT)
@@ -204,6 +206,7 @@ def test_receipts_that_time_out_are_unknown_and_never_resent(fake, store) -> Non
     assert texts[0] == "a" and texts[-1] == "a b c d"
     assert len(texts) == len(set(texts))  # no frame twice
     assert queue.stats["unknown"] == len(texts) and queue.stats["delivered"] == 0
+    assert metrics.sample("wechatbot_longconn_frames_total", bot=BOT, outcome="unknown") - unknown_before == len(texts)
     assert fake.violations == []
 
 

@@ -49,6 +49,12 @@ TOKEN_FETCHES = Counter("wechatbot_token_fetches", "Access tokens fetched from W
 POOL_FULL = Counter("wechatbot_pool_full", "Work the full plugin pool refused (callbacks queued as jobs, pushes dropped).",
                     ["app"])
 STREAM_POLLS = Counter("wechatbot_stream_polls", "AI bot stream refresh polls answered.", ["app"])
+LONGCONN_FRAMES = Counter("wechatbot_longconn_frames",
+                          "Frames sent on an AI bot's long connection, by what became of them "
+                          "(delivered, unknown: no receipt, failed, retrying).", ["bot", "outcome"])
+LONGCONN_CONNECTIONS = Counter("wechatbot_longconn_connections",
+                               "Long connections that ended, by why (stopped, kicked, refused, dropped, dead).",
+                               ["bot", "reason"])
 
 
 _children: dict[tuple, Any] = {}
@@ -102,6 +108,16 @@ def token_fetched(app: str, ok: bool) -> None:
 def stream_polled(app: str) -> None:
     """Count an AI bot stream refresh poll."""
     _child(STREAM_POLLS, app).inc()
+
+
+def longconn_frame(bot: str, outcome: str) -> None:
+    """Count what became of one frame sent on the long connection."""
+    _child(LONGCONN_FRAMES, bot, outcome).inc()
+
+
+def longconn_ended(bot: str, reason: str) -> None:
+    """Count a long connection that ended (or never opened), by why."""
+    _child(LONGCONN_CONNECTIONS, bot, reason).inc()
 
 
 class _QueueCollector:

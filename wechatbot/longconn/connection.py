@@ -17,8 +17,9 @@ from typing import Any, Callable
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from websockets.sync.client import ClientConnection, connect
 
+from .. import metrics
 from . import protocol
-from .sendqueue import SendQueue
+from .sendqueue import Outcome, SendQueue
 
 log = logging.getLogger("wechatbot.longconn")
 
@@ -82,9 +83,15 @@ def run_connection(settings: ConnectionSettings, queue: SendQueue, on_callback: 
         if connected is not None:
             connected.clear()
         lost = queue.connection_lost()
+        _count(settings.bot_id, lost)
         if lost:
             log.warning("bot %s: %d frame(s) in flight when the connection ended: outcome unknown, not resent",
                         settings.bot_id, len(lost))
+
+
+def _count(bot_id: str, outcomes: list[Outcome]) -> None:
+    for outcome in outcomes:
+        metrics.longconn_frame(bot_id, outcome.result)
 
 
 def _subscribe(ws: ClientConnection, settings: ConnectionSettings) -> Ended | None:
@@ -151,7 +158,7 @@ class _Session:
                     self.unanswered_pings += 1
                     self.ws.send(protocol.encode(protocol.ping()))
                     next_ping = now + self.settings.heartbeat
-                self.queue.expire()
+                _count(self.settings.bot_id, self.queue.expire())
                 self._send_due()
             except ConnectionClosed:
                 return Ended(KICKED if self.kicked.is_set() else DROPPED, subscribed=True)
@@ -187,7 +194,11 @@ class _Session:
             req_id = protocol.req_id(received)
             if req_id.startswith(protocol.PING):
                 self.unanswered_pings = 0
-            elif self.queue.receipt(received) is None and not req_id.startswith(protocol.SUBSCRIBE):
+                return
+            outcome = self.queue.receipt(received)
+            if outcome is not None:
+                _count(self.settings.bot_id, [outcome])
+            elif not req_id.startswith(protocol.SUBSCRIBE):
                 log.info("bot %s: a receipt for %s matched no frame in flight (late, after its timeout)",
                          self.settings.bot_id, req_id)
             return

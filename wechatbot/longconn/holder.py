@@ -27,6 +27,7 @@ import threading
 import time
 from typing import Any, Callable
 
+from .. import metrics
 from ..store import PREFIXES, Store
 from .connection import KICKED, REFUSED, STOPPED, ConnectionSettings, run_connection
 from .lease import Lease
@@ -139,6 +140,7 @@ class Holder:
         failures = refusals = kicks = 0
         while self._keep_going():
             ended = run_connection(self.settings, self.queue, self.on_callback, self._keep_going, self._connected)
+            metrics.longconn_ended(self.settings.bot_id, ended.reason)
             if ended.subscribed:
                 self.subscriptions += 1
                 failures = refusals = 0

@@ -104,7 +104,10 @@ class LongConnEndpoint:
     # -- frames out -------------------------------------------------------------
 
     def _answer(self, message: Message, req_id: str) -> None:
+        started = time.monotonic()
         plugin, reply = self.endpoint.ask_plugins(message, "all")
+        metrics.callback_done(self.endpoint.section, kind_of(message), "empty" if reply is None else "answered",
+                              time.monotonic() - started)
         if reply is None:
             return
         try:
