@@ -206,6 +206,22 @@ class Server:
             ticks += int(fields[11]) + int(fields[12])  # utime, stime
         return ticks / CLOCK_TICK
 
+    def context_switches(self) -> int:
+        """Context switches so far of every thread of the master and its workers."""
+        total = 0
+        for pid in [self.proc.pid, *self.workers()]:
+            try:
+                tasks = list(Path(f"/proc/{pid}/task").iterdir())
+            except OSError:
+                continue
+            for task in tasks:
+                try:
+                    status = (task / "status").read_text()
+                except OSError:
+                    continue
+                total += sum(int(line.split()[1]) for line in status.splitlines() if "ctxt_switches:" in line)
+        return total
+
     def worker_rss_mib(self) -> float:
         """The largest worker's resident set size, in MiB."""
         sizes = []
@@ -303,9 +319,11 @@ def measure(side: Side, round_no: int, tmp: Path, pool: Pool, gunicorn: str, wrk
         pool.ensure(int(max(fastest, 2000) * (args.warmup + args.duration) * MARGIN))
         warm = run_wrk(wrk, server.url, pool, args.warmup, args)
         pool.ensure(warm.sent + int(max(fastest, warm.rps) * args.duration * MARGIN))
+        switches_before = server.context_switches()
         cpu_before, busy_before, wrk_before = server.cpu_seconds(), machine_busy_seconds(), children_cpu_seconds()
         result = run_wrk(wrk, server.url, pool, args.duration, args, offset=warm.sent)
         cpu_after, busy_after, wrk_after = server.cpu_seconds(), machine_busy_seconds(), children_cpu_seconds()
+        switches = server.context_switches() - switches_before
         rss = server.worker_rss_mib()
     finally:
         server.stop()
@@ -319,6 +337,7 @@ def measure(side: Side, round_no: int, tmp: Path, pool: Pool, gunicorn: str, wrk
     row = {
         "side": side.name, "round": round_no, "rps": round(result.rps, 1), "requests": result.requests,
         "cpu_us_per_request": round(server_cpu / result.requests * 1e6),
+        "switches_per_request": round(switches / result.requests, 1),
         "p50_ms": round(result.p50_us / 1000, 2), "p99_ms": round(result.p99_us / 1000, 2),
         "max_ms": round(result.max_us / 1000, 1), "rss_mib": round(rss, 1),
         "others_cores": round(max(0.0, others) / seconds, 2), "repeats": result.repeats, **result.errors,
@@ -336,7 +355,7 @@ def summarize(rows: list[dict], sides: list[str], settings: str) -> dict:
     def median_of(side: str, key: str) -> float:
         return statistics.median(r[key] for r in rows if r["side"] == side)
 
-    keys = ("rps", "cpu_us_per_request", "p50_ms", "p99_ms", "rss_mib", "others_cores")
+    keys = ("rps", "cpu_us_per_request", "switches_per_request", "p50_ms", "p99_ms", "rss_mib", "others_cores")
     medians = {side: {key: median_of(side, key) for key in keys} for side in sides}
     summary: dict = {"settings": settings, "medians": medians}
     bares = [s for s in BARE_SIDES if s in medians]

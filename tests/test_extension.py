@@ -307,6 +307,27 @@ def test_a_chunked_body_is_read_and_held_to_max_body() -> None:
     assert simulated_wecom(app).text("after").content == "AFTER"
 
 
+@pytest.mark.parametrize("read", ["data", "stream"])
+def test_a_hook_that_read_the_body_first_leaves_the_callback_answered(read: str, closing) -> None:
+    app = Flask("user")
+    seen: list[int] = []
+
+    @app.before_request
+    def peek() -> None:
+        from flask import request
+
+        seen.append(len(request.get_data() if read == "data" else request.stream.read()))
+
+    WeComBot(app, config=config_from_sections(app_sections(wechatbot={"store": "memory://"})), plugins={"shout": Shout()})
+    closing.append(app)
+    wecom = simulated_wecom(app)
+    received = wecom.text("read twice")
+    assert seen[0] > 0
+    assert received.status == (200 if read == "data" else 400)
+    if read == "data":  # a consumed stream cannot be read again: the callback is refused, never mistaken
+        assert received.content == "READ TWICE"
+
+
 # --- the user's app under a real gunicorn -------------------------------------------
 
 

@@ -40,12 +40,14 @@ class Dedup:
     """Marks callbacks as seen and remembers how each one was answered.
 
     The mark is written at once (it must be atomic across workers); how the
-    callback was answered is written by a background thread in small batches,
-    one transaction per batch: WeCom retries only after 5 seconds, and a retry
-    arriving sooner finds the answer in this process or waits for it.
+    callback was answered is written by a background thread in batches, one
+    transaction per batch gathered over ``flush_every`` seconds (the first
+    answer of a batch wakes it; the rest join without a signal): WeCom retries
+    only after 5 seconds, and a retry arriving sooner finds the answer in this
+    process or waits for it.
     """
 
-    def __init__(self, store: Store, ttl: float = DEDUP_TTL, flush_every: float = 0.01) -> None:
+    def __init__(self, store: Store, ttl: float = DEDUP_TTL, flush_every: float = 0.1) -> None:
         self.store = store
         self.ttl = ttl
         self.flush_every = flush_every
@@ -124,8 +126,10 @@ class Dedup:
 
     def _later(self, key: str, value: str) -> None:
         with self._lock:
+            first = not self._pending
             self._pending[key] = value
-        self._wake.set()
+        if first:  # the writer is waiting for a batch to start; later ones join it
+            self._wake.set()
 
     def _write_batches(self) -> None:
         stop = self._stop

@@ -182,7 +182,13 @@ def _read_body(max_body: int) -> bytes | None:
         return request.get_data(cache=False)
     length = request.content_length
     if length is not None:
-        return request.get_data(cache=False) if length <= max_body else None
+        if length > max_body:
+            return None
+        if "stream" not in request.__dict__:
+            # Nothing (a before_request hook, say) has read the body yet: take it from the
+            # server as it is, without werkzeug's stream wrappers (a fifth of the view's own time).
+            return request.environ["wsgi.input"].read(length) if length else b""
+        return request.get_data(cache=False)
     stream, chunks, size = request.stream, [], 0
     while chunk := stream.read(_READ_CHUNK):
         size += len(chunk)
