@@ -21,3 +21,18 @@ def no_wechatbot_threads_left_behind() -> Iterator[None]:
     while (left := [n for n in _wechatbot_threads() if n not in before]) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not left, f"threads still running after the test session (a host was not closed): {left}"
+
+
+@pytest.fixture
+def kit_plugin():
+    """``tests/kit_plugin.py`` (commands, a question, a schedule), importable by name as plugins are."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    if "kit_plugin" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("kit_plugin", Path(__file__).with_name("kit_plugin.py"))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["kit_plugin"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["kit_plugin"]

@@ -421,9 +421,9 @@ def test_get_and_post_reach_any_api(api: WeComAPI, fake: FakeWeComAPI) -> None:
                                        "text": {"content": "raw"}})
     assert answer["errcode"] == 0 and fake.sent[0]["text"]["content"] == "raw"
     with pytest.raises(WeComAPIError) as info:
-        api.get("user/get", userid="zhangsan")  # the fake does not serve it
+        api.get("department/simplelist", userid="zhangsan")  # the fake does not serve it
     assert info.value.errcode == 404
-    request = fake.requests_to("user/get")[0]
+    request = fake.requests_to("department/simplelist")[0]
     assert request.query["userid"] == "zhangsan" and request.query["access_token"] == api.access_token()
 
 

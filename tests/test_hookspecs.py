@@ -66,6 +66,36 @@ def test_hook_handle_event() -> None:
     assert simulated_wecom(make_app(plugins={"p": Plugin()})).event("click", event_key="HELP").content == "click:HELP"
 
 
+def test_hook_register_bot_commands() -> None:
+    def shout(text: str):
+        return text.upper() + "!"
+
+    class Plugin:
+        @hookimpl
+        def register_bot_commands(self, register):
+            register(shout, "shout", aliases=["喊"], help="Say it loud")
+
+    wecom = simulated_wecom(make_app(plugins={"p": Plugin()}))
+    assert wecom.text("喊 hello there").content == "HELLO THERE!"
+    assert wecom.text("help").content.splitlines()[1] == "shout TEXT — Say it loud"
+
+
+def test_hook_register_schedules(fake_wecom_api) -> None:
+    seen = []
+
+    class Plugin:
+        @hookimpl
+        def register_schedules(self, register, context):
+            seen.append(context.plugin_name)
+            register("soon", lambda context: "scheduled hello", every=0.3, to=["user:zhangsan"])
+
+    sections = app_sections(api_base=fake_wecom_api.url)
+    fake_wecom_api.add_app(sections["wecom"]["corp_id"], sections["wecom"]["secret"])
+    make_app(sections, {"p": Plugin()})
+    assert seen == ["p"]
+    assert fake_wecom_api.wait_for_sent(1, timeout=10)[0]["text"]["content"] == "scheduled hello"
+
+
 def test_hook_plugin_error() -> None:
     reports = []
 

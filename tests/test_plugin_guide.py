@@ -8,13 +8,15 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from wechatbot.testing.simulator import SimulatedWeCom, http_transport
 from wechatbot.testing import app_sections, free_port, ini_text, wait_until_serving
-from wechatbot.testing.hosts import other_installed_plugins
+from wechatbot.testing.fake_api import FakeWeComAPI
+from wechatbot.testing.hosts import other_installed_plugins, redis_test_url
 
 GUIDE = Path(__file__).resolve().parent.parent / "docs" / "writing-a-plugin.md"
 
@@ -65,7 +67,10 @@ def test_installed_plugin_is_listed(installed) -> None:
     rows = {row["name"]: row for row in json.loads(result.stdout)}
     weather = rows["weather"]
     assert weather["version"] == "0.1.0" and "wechatbot-weather" in weather["source"]
-    assert weather["hooks"] == ["handle_event", "handle_message", "startup"] and weather["enabled"]
+    assert weather["hooks"] == ["register_schedules"] and weather["enabled"]
+    assert weather["description"] == "Weather forecasts for WeCom"
+    assert weather["homepage"] == "https://example.com/wechatbot-weather"
+    assert weather["commands"] == ["plan", "weather"]
 
 
 def test_the_plugins_own_tests_pass_with_the_fixtures(installed) -> None:
@@ -73,7 +78,7 @@ def test_the_plugins_own_tests_pass_with_the_fixtures(installed) -> None:
                             env=installed["env"], capture_output=True, text=True, timeout=120,
                             cwd=installed["root"] / "wechatbot-weather")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "3 passed" in result.stdout
+    assert "4 passed" in result.stdout
 
 
 def test_it_answers_over_http(installed) -> None:
@@ -85,9 +90,75 @@ def test_it_answers_over_http(installed) -> None:
         wait_until_serving(url)
         app = installed["sections"]["wecom"]
         wecom = SimulatedWeCom(http_transport(url + "/callback"), app["token"], app["encoding_aes_key"], app["corp_id"], path="")
-        assert wecom.text("weather Shenzhen").content == "晴 28°C"
-        assert wecom.event("click", event_key="WEATHER").content == "cities: Beijing, Shenzhen"
+        assert wecom.text("weather Shenzhen").content == "Shenzhen: 晴 28°C (question 1)"
+        assert wecom.text("weather Shenzhen", from_user="wangwu").content == "天气查询仅限销售部"
         assert wecom.text("hello").content == "hello"  # not ours: echo answers
     finally:
         server.terminate()
         server.wait(10)
+
+
+def _redis_or_skip(url: str) -> None:
+    redis = pytest.importorskip("redis")
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=1).flushdb()
+    except redis.ConnectionError as exc:
+        pytest.skip(f"no Redis server at 127.0.0.1:6379 ({exc})")
+
+
+def test_the_guides_plugin_on_two_hosts_of_two_workers(installed, tmp_path) -> None:
+    """The issue's check: a command and its help, a question answered on the other host, a per-user
+    counter, a schedule making exactly one push per due time, and a refused user."""
+    store = redis_test_url(0)
+    _redis_or_skip(store)
+    period = 3.0
+    with FakeWeComAPI() as fake:
+        sections = app_sections(api_base=fake.url, wechatbot={"store": store, "plugins": "weather, echo"}, **{
+            "plugin:weather": {"Shenzhen": "晴", "daily": "Shenzhen", "push_to": "pushee", "period": str(period),
+                               "weather.allow": "zhangsan, lisi", "refused_reply": "members only"}})
+        fake.add_app(sections["wecom"]["corp_id"], sections["wecom"]["secret"])
+        (tmp_path / "config.ini").write_text(ini_text(sections), encoding="utf-8")
+        hosts, logs = [], []
+        for n in range(2):
+            bind = f"127.0.0.1:{free_port()}"
+            logs.append(open(tmp_path / f"gunicorn{n}.log", "w"))
+            env = {**installed["env"], "WECHATBOT_CONFIG": str(tmp_path / "config.ini"), "WECHATBOT_BIND": bind,
+                   "WECHATBOT_WORKERS": "2", "WECHATBOT_ACCESS_LOG": "/dev/null"}
+            hosts.append((f"http://{bind}", subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"],
+                                                             cwd=Path(__file__).resolve().parent.parent, env=env,
+                                                             stdout=logs[-1], stderr=subprocess.STDOUT)))
+        try:
+            app = sections["wecom"]
+            a, b = (SimulatedWeCom(http_transport(url + "/callback"), app["token"], app["encoding_aes_key"], app["corp_id"], path="")
+                    for url, _ in hosts)
+            for url, _ in hosts:
+                wait_until_serving(url)
+            assert a.text("weather Shenzhen").content == "Shenzhen: 晴 (question 1)"
+            assert b.text("天气 Shenzhen").content == "Shenzhen: 晴 (question 2)"  # the counter is shared
+            assert b.text("weather Shenzhen", from_user="lisi").content == "Shenzhen: 晴 (question 1)"
+            assert "weather CITY — Today's forecast for a city." in a.text("help").content
+            assert a.text("plan").content == "Which city?"
+            assert b.text("Shenzhen").content == "Which day?"  # the answer on the other host
+            assert a.text("Friday").content == "Shenzhen on Friday: 晴"
+            assert b.text("weather Shenzhen", from_user="wangwu").content == "members only"
+
+            def pushes() -> int:
+                return sum(1 for m in fake.sent if m.get("touser") == "pushee")
+
+            deadline = time.monotonic() + 3 * period + 10
+            while not pushes() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            # Due times fall on multiples of the period: count the pushes of three of them.
+            start = (time.time() // period + 1) * period + period / 2
+            time.sleep(start - time.time())
+            before = pushes()
+            time.sleep(start + 3 * period - time.time())
+            assert pushes() - before == 3, fake.sent  # once each, across 2 hosts x 2 workers
+            assert all(m["text"]["content"] == "Shenzhen: 晴" for m in fake.sent if m.get("touser") == "pushee")
+        finally:
+            for _, process in hosts:
+                process.terminate()
+            for _, process in hosts:
+                process.wait(15)
+            for log in logs:
+                log.close()

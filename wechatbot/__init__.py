@@ -15,6 +15,7 @@ _EXPORTS = {
     "WeComBot": "ext",
     "PluginContext": "context",
     "hookimpl": "hookspecs",
+    "command": "commands",
     "WechatbotError": "errors",
     **{name: "wecom.messages" for name in (
         "Message", "Event", "TextMessage", "ImageMessage", "VoiceMessage", "VideoMessage",

@@ -30,7 +30,21 @@ HOST_KEYS = {
     "callback_path", "plugins", "disabled", "plugins_dir", "store", "max_body",
     "reply_deadline", "replay_window", "queue", "deferred_workers", "deferred_queue", "job_lease",
     "stream_placeholder", "stream_window", "log_format",
+    "stream_placeholder", "stream_window",
+    "command_prefix", "ask_timeout", "cancel_words", "cancel_reply", "admins", "refused_reply", "limited_reply",
+    "membership_ttl",
 }
+# Commands, conversations and permissions (docs/commands.md, conversations.md, permissions.md).
+DEFAULT_ASK_TIMEOUT = 300.0
+DEFAULT_CANCEL_WORDS = ("cancel", "取消")
+DEFAULT_CANCEL_REPLY = "Cancelled."
+DEFAULT_REFUSED_REPLY = "Sorry, you are not allowed to use this."
+DEFAULT_LIMITED_REPLY = "Too many requests; please try again later."
+DEFAULT_MEMBERSHIP_TTL = 600.0
+#: The host's keys in a ``[plugin:NAME]`` section (``wechatbot.permissions``); the plugin never sees them.
+RULE_KEYS = ("allow", "deny", "admins", "rate_limit", "chat_rate_limit", "refused_reply", "limited_reply")
+COMMAND_RULE_KEYS = ("allow", "deny", "rate_limit", "chat_rate_limit")
+
 REQUIRED_APP_KEYS = ("corp_id", "token", "encoding_aes_key")
 #: What a ``[wecom]`` section can be: a self-built app, an AI bot (智能机器人) or a group robot (群机器人).
 ENDPOINT_TYPES = ("app", "aibot", "group_robot")
@@ -118,7 +132,16 @@ class Config:
     stream_placeholder: str = DEFAULT_STREAM_PLACEHOLDER
     stream_window: float = DEFAULT_STREAM_WINDOW
     log_format: str = DEFAULT_LOG_FORMAT
+    command_prefix: str = ""
+    ask_timeout: float = DEFAULT_ASK_TIMEOUT
+    cancel_words: tuple[str, ...] = DEFAULT_CANCEL_WORDS
+    cancel_reply: str = DEFAULT_CANCEL_REPLY
+    admins: tuple[str, ...] = ()
+    refused_reply: str = DEFAULT_REFUSED_REPLY
+    limited_reply: str = DEFAULT_LIMITED_REPLY
+    membership_ttl: float = DEFAULT_MEMBERSHIP_TTL
     plugin_settings: dict[str, dict[str, str]] = field(default_factory=dict)
+    schedule_settings: dict[str, dict[str, str]] = field(default_factory=dict)
     source: str | None = None
 
     def endpoint(self, name: str = "") -> EndpointConfig:
@@ -130,8 +153,25 @@ class Config:
             raise ConfigError(f"no endpoint [wecom:{name}] in the config (endpoints: {known})") from None
 
     def plugin_config(self, name: str) -> dict[str, str]:
-        """The ``[plugin:NAME]`` section as plain data (empty when absent)."""
-        return dict(self.plugin_settings.get(name, {}))
+        """The ``[plugin:NAME]`` section as plain data (empty when absent), without the host's rule keys.
+
+        ``allow``, ``deny``, ``admins``, ``rate_limit`` … are the host's
+        (``wechatbot.permissions``); the plugin gets everything else.
+        """
+        return plugin_settings(self.plugin_settings.get(name, {}))
+
+
+def is_rule_key(key: str) -> bool:
+    """Whether a ``[plugin:NAME]`` key is the host's (a rule) rather than the plugin's own setting."""
+    if key in RULE_KEYS:
+        return True
+    command, dot, rule = key.rpartition(".")
+    return bool(dot and command) and rule in COMMAND_RULE_KEYS
+
+
+def plugin_settings(section: Mapping[str, str]) -> dict[str, str]:
+    """A plugin's section without the host's rule keys: what the plugin gets as ``context.config``."""
+    return {key: value for key, value in section.items() if not is_rule_key(key)}
 
 
 def split_list(value: str) -> list[str]:
@@ -181,6 +221,13 @@ def _number(section: str, key: str, raw: str, kind: type) -> float | int:
     if value < 0:
         raise ConfigError(f"[{section}] {key} must not be negative, got {raw!r}")
     return value
+
+
+def _command_prefix(raw: str) -> str:
+    prefix = raw.strip()
+    if len(prefix) > 3:
+        raise ConfigError(f"[wechatbot] command_prefix = {raw!r}: use nothing (plain words) or a short mark such as /")
+    return prefix
 
 
 def _check_keys(section: str, values: Mapping[str, str], allowed: set[str]) -> None:
@@ -306,8 +353,8 @@ def config_from_sections(
         merged.setdefault(section, {})[key] = value
 
     for section in merged:
-        if section not in ("wecom", "wechatbot") and not section.startswith(("wecom:", "plugin:")):
-            raise ConfigError(f"unknown section [{section}] (expected [wecom], [wecom:NAME], [wechatbot], [plugin:NAME])")
+        if section not in ("wecom", "wechatbot") and not section.startswith(("wecom:", "plugin:", "schedule:")):
+            raise ConfigError(f"unknown section [{section}] (expected [wecom], [wecom:NAME], [wechatbot], [plugin:NAME], [schedule:NAME])")
 
     host = merged.get("wechatbot", {})
     _check_keys("wechatbot", host, HOST_KEYS)
@@ -346,7 +393,16 @@ def config_from_sections(
         stream_placeholder=_placeholder(host),
         stream_window=_stream_window(host),
         log_format=_log_format(host),
+        command_prefix=_command_prefix(host.get("command_prefix", "")),
+        ask_timeout=float(_number("wechatbot", "ask_timeout", host.get("ask_timeout", str(DEFAULT_ASK_TIMEOUT)), float)),
+        cancel_words=tuple(split_list(host["cancel_words"])) if "cancel_words" in host else DEFAULT_CANCEL_WORDS,
+        cancel_reply=host.get("cancel_reply", "").strip() or DEFAULT_CANCEL_REPLY,
+        admins=tuple(split_list(host.get("admins", ""))),
+        refused_reply=host.get("refused_reply", "").strip() or DEFAULT_REFUSED_REPLY,
+        limited_reply=host.get("limited_reply", "").strip() or DEFAULT_LIMITED_REPLY,
+        membership_ttl=float(_number("wechatbot", "membership_ttl", host.get("membership_ttl", str(DEFAULT_MEMBERSHIP_TTL)), float)),
         plugin_settings={s.partition(":")[2]: dict(v) for s, v in merged.items() if s.startswith("plugin:")},
+        schedule_settings={s.partition(":")[2]: dict(v) for s, v in merged.items() if s.startswith("schedule:")},
         source=source,
     )
 

@@ -17,15 +17,13 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
+from .config import DEFAULT_ASK_TIMEOUT, DEFAULT_CANCEL_REPLY, DEFAULT_CANCEL_WORDS
 from .store import PREFIXES
 from .wecom.replies import TextReply
 
 if TYPE_CHECKING:
     from .store import Store
 
-DEFAULT_TIMEOUT = 300.0
-DEFAULT_CANCEL_WORDS = ("cancel", "取消")
-DEFAULT_CANCEL_REPLY = "Cancelled."
 
 
 @dataclass(frozen=True)
@@ -63,7 +61,7 @@ def chat_of(message: Any) -> str:
 class Conversations:
     """The pending questions of one endpoint (``[wecom]`` / ``[wecom:NAME]``)."""
 
-    def __init__(self, store: Store, endpoint: str, timeout: float = DEFAULT_TIMEOUT,
+    def __init__(self, store: Store, endpoint: str, timeout: float = DEFAULT_ASK_TIMEOUT,
                  cancel_words: Iterable[str] = DEFAULT_CANCEL_WORDS, cancel_reply: str = DEFAULT_CANCEL_REPLY) -> None:
         self.store = store
         self.endpoint = endpoint

@@ -7,6 +7,7 @@ goes through (checks, dedup, deadline, delivery) is the pipeline's.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -15,9 +16,12 @@ import pluggy
 from .channels import Channel, channel_for
 from .config import Config, EndpointConfig
 from .context import PluginContext
+from .conversations import Conversations
 from .deferred import call_record
 from .dispatch import first_reply, hook_for, notify_all
+from .intake import build_intake
 from .plugins import LoadedPlugin, call_order, inline_prefix
+from .schedules import Schedule, collect_schedules
 from .storage import PluginStorage
 from .store import Store
 from .wecom.crypto import WeComCrypto
@@ -31,6 +35,16 @@ log = logging.getLogger("wechatbot.endpoint")
 
 #: Queues a durable job record; returns its key (``Jobs.submit``).
 SubmitJob = Callable[[dict], str]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What :meth:`Endpoint.plan` decided: the host's own reply, or the steps to ask."""
+
+    plugin: str | None = None
+    reply: Reply | None = None
+    inline: list = field(default_factory=list)
+    rest: list = field(default_factory=list)
 
 
 class Endpoint:
@@ -51,13 +65,23 @@ class Endpoint:
             None if config.is_websocket else WeComCrypto(config.token, config.encoding_aes_key, config.receive_id))
         self.channel: Channel = channel_for(config)
         self._submit_job = submit_job
+        self._host_config = host_config
+        #: Questions plugins asked here, waiting in the shared store for their answers.
+        self.conversations = Conversations(store, self.name, host_config.ask_timeout, host_config.cancel_words,
+                                           host_config.cancel_reply)
         self.contexts = {
             p.name: PluginContext(
                 p.name, config, host_config.plugin_config(p.name), PluginStorage(store, p.name),
+                conversations=self.conversations,
                 api_factory=lambda: self.api, defer_hook=self._defer, notify_hook=self.notify,
             )
             for p in plugins
         }
+        #: Decides, before the plugins are asked: answers, help, commands, permissions.
+        self.intake = build_intake(host_config, store, self.name, plugins, pm, self.conversations,
+                                   (lambda: self.api) if config.secret else None, config.corp_id)
+        #: The scheduled pushes of this endpoint, known once its plugins have started.
+        self.schedules: list[Schedule] = []
         # Per hook and part: the leading plugins that may run on the request
         # thread ("inline"), the rest, and all of them.
         self.chains: dict[str, dict[str, list]] = {}
@@ -89,6 +113,30 @@ class Endpoint:
                     f"plugin {impl.plugin_name!r} failed to start for [{self.section}]: {exc}; "
                     f"fix its [plugin:{impl.plugin_name}] section or disable it"
                 ) from exc
+        self.schedules = collect_schedules(self._host_config, self.pm, self.contexts, self.name)
+
+    def plan(self, message: Message) -> Plan:
+        """Decide once what ``message`` is (``intake``): a reply made by the host, or the steps to ask.
+
+        The steps come split like the plugins: the leading inline-safe ones,
+        then the rest (run off the request thread).
+        """
+        chain = self.chains[hook_for(message)]["all"]
+        try:
+            decision = self.intake.decide(message, chain)
+        except Exception as exc:  # the store is down: no answers, commands or counted plugins
+            log.error("[%s] cannot read questions, commands or limits (%s: %s): only unrestricted plugins asked",
+                      self.section, type(exc).__name__, exc)
+            decision = self.intake.unrestricted(chain)
+        if decision.chain is None:
+            return Plan(decision.plugin, decision.reply)
+        inline, rest = inline_prefix(decision.chain, self.plugins)
+        return Plan(inline=inline, rest=rest)
+
+    def ask_chain(self, message: Message, chain: list) -> tuple[str | None, Reply | None]:
+        """Ask the steps of a :meth:`plan` in order: ``(plugin, reply)`` or ``(None, None)``."""
+        found = first_reply(self.pm, message, self.context_for, chain) if chain else None
+        return found if found else (None, None)
 
     def ask_plugins(self, message: Message, part: str = "all") -> tuple[str | None, Reply | None]:
         """Run the plugins for ``message``: ``(plugin, reply)`` or ``(None, None)``.

@@ -70,3 +70,20 @@ def media_saved(path: str, message: Message, context: PluginContext) -> Any:
     Called for every plugin; return ``"delete"`` to have the file removed once
     all plugins have seen it, anything else keeps it.
     """
+
+
+@hookspec
+def register_bot_commands(register: Any) -> None:
+    """Declare chat commands: ``register(func, name=None, aliases=(), help=None)``.
+
+    The same as decorating ``func`` with ``@wechatbot.command`` (docs/commands.md).
+    """
+
+
+@hookspec
+def register_schedules(register: Any, context: PluginContext) -> None:
+    """Declare scheduled pushes for this app: ``register(name, func, every=… or cron=…, to=[…])``.
+
+    ``func(context)`` returns what to push (docs/schedules.md). Called once
+    per app when the host starts, after ``startup``.
+    """

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Mapping
 
-from .config import Config
+from .config import Config, ConfigError
 from .dedup import Dedup
 from .deferred import run_job
 from .endpoint import Endpoint
@@ -20,6 +20,7 @@ from .outbox import Outbox
 from .pipeline import Pipeline
 from .plugins import LoadedPlugin, installed_plugins, load, plugin_manager, select
 from .pool import BoundedPool
+from .schedules import Schedule, Scheduler, as_push
 from .store import open_store
 from .streaming import Streaming
 from .streams import Streams
@@ -64,6 +65,12 @@ class Host:
             name: LongConnEndpoint(endpoint, config, self.store, self.dedup, self.pool)
             for name, endpoint in self.endpoints.items() if endpoint.config.is_websocket
         }
+        for name, section in config.schedule_settings.items():
+            if section.get("endpoint", "").strip() not in self.endpoints:
+                known = ", ".join(repr(n) for n in self.endpoints)
+                raise ConfigError(f"[schedule:{name}] endpoint = {section.get('endpoint')!r} names no [wecom] section (endpoints: {known})")
+        #: Runs the endpoints' scheduled pushes, once per due time across every host (set by start).
+        self.scheduler: Scheduler | None = None
 
     def start(self) -> None:
         """Run the plugins' start-up hooks, then start this process's background threads."""
@@ -71,6 +78,8 @@ class Host:
             endpoint.start()
         self.pipeline.start()
         self.start_long_connections()
+        self.scheduler = Scheduler([job for e in self.endpoints.values() for job in e.schedules], self.store, self._fire)
+        self.scheduler.start()
         for endpoint in self.endpoints.values():
             log.info("endpoint [%s] (%s) at %s: plugins %s", endpoint.section, endpoint.config.type, endpoint.path,
                      ", ".join(p.name for p in endpoint.plugins) or "none")
@@ -87,11 +96,21 @@ class Host:
         self.closed = True
         for connection in self.long_connections.values():
             connection.close()
+        if self.scheduler is not None:
+            self.scheduler.stop()
         self.jobs.stop()
         self.streams.stop()
         self.pool.shutdown()
         self.dedup.stop()
         self.store.close()
+
+    def _fire(self, schedule: Schedule, due: float) -> None:
+        """Run one due scheduled push: its text, or its plugin's function, through the outbox."""
+        endpoint = self.endpoints[schedule.endpoint]
+        result = schedule.func(endpoint.context_for(schedule.plugin)) if schedule.func is not None else None
+        reply = as_push(schedule, result)
+        if reply is not None:
+            self.outbox.push_to(endpoint, reply, schedule.to)
 
     def _run_job(self, record: dict) -> None:
         run_job(record, self.endpoints[record["endpoint"]], self.outbox)

@@ -5,12 +5,13 @@ maps that name to the function that does it: the app's ``message/send``
 (long texts in parts, template-card updates to their own API), the AI bot
 message's one-use ``response_url`` and the group robot's ``WebhookUrl``;
 each new way is one more function in the table.
+Scheduled pushes go to explicit targets instead (:meth:`Outbox.push_to`).
 """
 from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from . import metrics
 from .longconn.push import send_via_long_connection
@@ -24,6 +25,7 @@ from .wecom.replies import ChunkedReply, MarkdownReply, Reply, TextReply
 
 if TYPE_CHECKING:
     from .endpoint import Endpoint
+    from .schedules import Target
 
 log = logging.getLogger("wechatbot.outbox")
 
@@ -100,6 +102,40 @@ def send_via_webhook(endpoint: Endpoint, reply: Reply, message: Message) -> list
     return [_post_retrying(url, body) for body in GroupRobotChannel.push_bodies(reply)]
 
 
+def send_to_targets(endpoint: Endpoint, reply: Reply, targets: Iterable[Target]) -> int:
+    """Send ``reply`` to every target (a scheduled push); returns how many API calls it took.
+
+    Users, departments and tags go in one ``message/send`` (the endpoint's
+    app API), each app chat through ``appchat/send``, each group robot through
+    its webhook. A target the endpoint cannot reach is a clear error.
+    """
+    from .api import webhook_send
+
+    api = (lambda: endpoint.api) if endpoint.config.secret else None
+    body = reply.to_send_body()
+    groups: dict[str, list[str]] = {"user": [], "department": [], "tag": []}
+    calls = 0
+    for target in targets:
+        if target.kind in groups:
+            groups[target.kind].append(target.value)
+        elif target.kind == "webhook":
+            webhook_send(target.value, body, endpoint.config.api_base)
+            calls += 1
+        else:
+            if api is None:
+                raise ValueError(f"push to {target} needs the app API (secret) on the endpoint")
+            api().post("appchat/send", {"chatid": target.value, **body})
+            calls += 1
+    if any(groups.values()):
+        if api is None:
+            raise ValueError("pushes to users, departments and tags need the app API (secret) on the endpoint")
+        msgtype = body.pop("msgtype")
+        api().send(msgtype, body[msgtype], touser=groups["user"] or None, toparty=groups["department"] or None,
+                   totag=groups["tag"] or None)
+        calls += 1
+    return calls
+
+
 #: How each ``Channel.push_via`` name pushes a reply.
 SENDERS: dict[str, Sender] = {
     "message_send": send_via_message_api,
@@ -125,6 +161,17 @@ class Outbox:
         metrics.pushed(endpoint.section, ok=True)
         log.info("[%s] pushed %s reply to %s", endpoint.section, reply.msg_type, message.from_user)
         return sent
+
+    def push_to(self, endpoint: Endpoint, reply: Reply, targets: Iterable[Target]) -> None:
+        """Send ``reply`` to users, departments, tags, app chats or group robots (a scheduled push)."""
+        targets = list(targets)
+        try:
+            send_to_targets(endpoint, reply, targets)
+        except Exception:
+            metrics.pushed(endpoint.section, ok=False)
+            raise
+        metrics.pushed(endpoint.section, ok=True)
+        log.info("[%s] pushed %s to %s", endpoint.section, reply.msg_type, ", ".join(str(t) for t in targets))
 
     def push_soon(self, endpoint: Endpoint, reply: Reply, message: Message) -> None:
         """Push ``reply`` from the pool, without holding up the HTTP answer."""

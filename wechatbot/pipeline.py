@@ -162,12 +162,15 @@ class Pipeline:
             return True
 
     def _ask(self, endpoint: Endpoint, message: Message) -> _Asked:
-        """The inline plugins on this thread; if none answered, the rest in the pool, waited for until the deadline."""
+        """The endpoint's plan: the inline steps on this thread; if none answered, the rest in the pool, until the deadline."""
         started = time.monotonic()
-        plugin, reply = endpoint.ask_plugins(message, "inline")
-        if reply is not None or not endpoint.has_slow_plugins(message):
+        plan = endpoint.plan(message)
+        if plan.reply is not None:
+            return _Asked(plan.plugin, plan.reply)
+        plugin, reply = endpoint.ask_chain(message, plan.inline)
+        if reply is not None or not plan.rest:
             return _Asked(plugin, reply)
-        future = self.pool.submit(endpoint.ask_plugins, message, "rest")
+        future = self.pool.submit(endpoint.ask_chain, message, plan.rest)
         if future is None:
             metrics.pool_full(endpoint.section)
             log.warning("[%s] plugin pool full: %s from %s answered empty and queued", endpoint.section, message.type, message.from_user)

@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterable, Mapping
 import pluggy
 
 from . import hookspecs
+from .metadata import PluginMetadata, plugin_metadata
 from .errors import WechatbotError
 
 ENTRY_POINT_GROUP = "wechatbot"
@@ -34,6 +35,7 @@ class Candidate:
     source: str
     version: str | None
     load: Callable[[], Any]
+    dist: Any = None  # the importlib.metadata Distribution, when installed as one
 
 
 @dataclass
@@ -44,6 +46,12 @@ class LoadedPlugin:
     source: str
     version: str | None
     plugin: Any
+    dist: Any = None
+
+    @property
+    def metadata(self) -> PluginMetadata:
+        """Description, usage and homepage (``wechatbot.metadata``)."""
+        return plugin_metadata(self.dist, self.plugin)
 
     def hooks(self, pm: pluggy.PluginManager) -> list[str]:
         """Names of the hooks this plugin implements."""
@@ -63,7 +71,7 @@ def installed_plugins(plugins_dir: str | None = None, extra: Mapping[str, Any] |
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         dist = getattr(ep, "dist", None)
         source = f"entry point {ep.name} = {ep.value}" + (f" ({dist.name})" if dist else "")
-        found[ep.name] = Candidate(ep.name, source, dist.version if dist else None, ep.load)
+        found[ep.name] = Candidate(ep.name, source, dist.version if dist else None, ep.load, dist)
     if plugins_dir:
         folder = Path(plugins_dir)
         if not folder.is_dir():
@@ -125,7 +133,7 @@ def load(candidates: Mapping[str, Candidate], names: Iterable[str], cache: dict[
                     f"cannot load plugin {name!r} ({candidate.source}): {type(exc).__name__}: {exc}; "
                     + _how_to_disable(name)
                 ) from exc
-            cache[name] = LoadedPlugin(name, candidate.source, candidate.version, plugin)
+            cache[name] = LoadedPlugin(name, candidate.source, candidate.version, plugin, candidate.dist)
         loaded.append(cache[name])
     return loaded
 

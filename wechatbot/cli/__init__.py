@@ -1,28 +1,18 @@
-"""The ``wechatbot`` command: serve, init, genkey, plugins, simulate, send, worker."""
+"""The ``wechatbot`` command: serve, init, genkey, plugins, schedules, simulate, send, worker."""
 from __future__ import annotations
 
 import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 import click
 
-from ..config import ConfigError, load_config, write_dev_config
+from ..config import load_config, write_dev_config
 from ..wecom.crypto import generate_aes_key, generate_token
 
-CONFIG_OPTION = click.option(
-    "--config", "config_path", envvar="WECHATBOT_CONFIG", type=click.Path(dir_okay=False),
-    help="INI config file (default: $WECHATBOT_CONFIG).",
-)
-
-
-def _load(config_path: str | None) -> Any:
-    try:
-        return load_config(config_path)
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+from .options import CONFIG_OPTION
+from .options import load as _load
 
 
 @click.group()
@@ -90,6 +80,7 @@ def serve(config_path: str | None, host: str, port: int, debug: bool) -> None:
 def plugins_command(config_path: str | None, as_json: bool) -> None:
     """List installed plugins: version, source, hooks, and the order each endpoint calls them in."""
     from ..host import Host
+    from ..metadata import plugin_metadata
     from ..plugins import call_order
 
     with Host(_load(config_path)) as host:
@@ -105,16 +96,26 @@ def plugins_command(config_path: str | None, as_json: bool) -> None:
         apps = {e.section: [p.name for p in e.plugins].index(name) + 1
                 for e in endpoints if name in [p.name for p in e.plugins]}
         pm = next((e.pm for e in endpoints if loaded in e.plugins), None)
+        about = loaded.metadata if loaded else plugin_metadata(candidate.dist)
+        commands = sorted({c.name for e in endpoints for c in e.intake.commands.commands if c.plugin == name})
         rows.append({
             "name": name, "version": candidate.version, "source": candidate.source,
+            "description": about.description, "usage": about.usage, "homepage": about.homepage,
             "enabled": bool(apps), "order": apps, "hooks": loaded.hooks(pm) if loaded and pm else [],
+            "commands": commands,
         })
     if as_json:
         click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
         return
     for row in rows:
         state = ", ".join(f"[{a}] #{n}" for a, n in row["order"].items()) if row["enabled"] else "disabled"
-        click.echo(f"{row['name']} {row['version'] or ''}\n  source: {row['source']}\n  enabled: {state}")
+        click.echo(f"{row['name']} {row['version'] or ''}" + (f" — {row['description']}" if row["description"] else ""))
+        click.echo(f"  source: {row['source']}\n  enabled: {state}")
+        for key in ("homepage", "usage"):
+            if row[key]:
+                click.echo(f"  {key}: " + row[key].replace("\n", "\n    "))
+        if row["commands"]:
+            click.echo(f"  commands: {', '.join(row['commands'])}")
         if row["hooks"]:
             click.echo(f"  hooks: {', '.join(row['hooks'])}")
     for section, hooks in chains.items():
@@ -245,9 +246,11 @@ def _register_plugin_commands(group: click.Group) -> None:
 
 def main() -> None:
     """Console-script entry point."""
+    from .schedules import schedules
     from .send import send
 
     cli.add_command(send)
+    cli.add_command(schedules)
     _register_plugin_commands(cli)
     cli()
 

@@ -79,7 +79,10 @@ ERRMSGS = {
     45033: "api concurrent out of limit",
     47001: "data format error",
     48002: "api forbidden",
+    40068: "invalid tagid",
     60020: "not allow to access from your ip",
+    60111: "userid not found",
+    86003: "chatid not exist",
     81013: "user & party & tag all invalid",
     830002: "file size too large, please use range download",
     93000: "invalid webhook url",
@@ -161,6 +164,10 @@ class _State:
     response_codes: dict[str, float] = field(default_factory=dict)
     bot_files: dict[str, bytes] = field(default_factory=dict)
     responses: list[tuple[str, dict]] = field(default_factory=list)
+    users: dict[str, list[int]] = field(default_factory=dict)
+    tags: dict[str, tuple[list[str], list[int]]] = field(default_factory=dict)
+    app_chats: set[str] = field(default_factory=set)
+    appchat_sent: list[dict] = field(default_factory=list)
     gettoken_calls: int = 0
 
 
@@ -323,6 +330,9 @@ class FakeWeComAPI:
             "message/update_template_card": self._update_template_card,
             "media/get": self._media_get,
             "media/upload": self._media_upload,
+            "user/get": self._user_get,
+            "tag/get": self._tag_get,
+            "appchat/send": self._appchat_send,
         }
 
     # Life cycle
@@ -419,6 +429,20 @@ class FakeWeComAPI:
         with self._state.cond:
             self._state.response_codes[code] = time.time() + valid_for
         return f"{self.url}/cgi-bin/aibot/response?response_code={code}"
+    def add_user(self, userid: str, departments: list[int] | tuple[int, ...] = (1,)) -> None:
+        """Answer ``user/get`` for ``userid`` with these department ids."""
+        with self._state.cond:
+            self._state.users[userid] = list(departments)
+
+    def add_tag(self, tagid: int | str, users: list[str] | tuple[str, ...] = (), departments: list[int] | tuple[int, ...] = ()) -> None:
+        """Answer ``tag/get`` for ``tagid`` with these members (users and whole departments)."""
+        with self._state.cond:
+            self._state.tags[str(tagid)] = (list(users), list(departments))
+
+    def add_app_chat(self, chatid: str) -> None:
+        """Accept ``appchat/send`` to this app chat (群聊会话)."""
+        with self._state.cond:
+            self._state.app_chats.add(chatid)
 
     def add_bot_file(self, data: bytes, encoding_aes_key: str) -> str:
         """Serve ``data`` the way an AI bot message's ``url`` does (AES-256-CBC with the
@@ -459,6 +483,7 @@ class FakeWeComAPI:
             state.uploads.clear()
             state.webhook_sent.clear()
             state.responses.clear()
+            state.appchat_sent.clear()
             state.gettoken_calls = 0
 
     # What was received (copies, safe to keep)
@@ -512,6 +537,12 @@ class FakeWeComAPI:
             if not self._state.cond.wait_for(lambda: len(self._state.webhook_sent) >= n, timeout):
                 raise TimeoutError(f"expected {n} webhook messages within {timeout}s, got {len(self._state.webhook_sent)}")
             return list(self._state.webhook_sent)
+
+    @property
+    def appchat_sent(self) -> list[dict]:
+        """Every ``appchat/send`` body accepted."""
+        with self._state.cond:
+            return list(self._state.appchat_sent)
 
     @property
     def requests(self) -> list[RecordedRequest]:
@@ -664,6 +695,37 @@ class FakeWeComAPI:
             self._state.sent.append(data)
             self._state.cond.notify_all()
         handler.send_json(answer)
+
+    def _user_get(self, handler: _Handler, query: dict[str, str], body: bytes, token: _Token | None) -> None:
+        with self._state.cond:
+            departments = self._state.users.get(query.get("userid", ""))
+        if departments is None:
+            return handler.send_error_json(60111)
+        handler.send_json({"errcode": 0, "errmsg": "ok", "userid": query["userid"], "department": departments})
+
+    def _tag_get(self, handler: _Handler, query: dict[str, str], body: bytes, token: _Token | None) -> None:
+        with self._state.cond:
+            tag = self._state.tags.get(query.get("tagid", ""))
+        if tag is None:
+            return handler.send_error_json(40068)
+        handler.send_json({"errcode": 0, "errmsg": "ok", "tagname": f"tag{query['tagid']}",
+                           "userlist": [{"userid": u, "name": u} for u in tag[0]], "partylist": tag[1]})
+
+    def _appchat_send(self, handler: _Handler, query: dict[str, str], body: bytes, token: _Token | None) -> None:
+        data = self._json_body(handler, body)
+        if data is None:
+            return
+        with self._state.cond:
+            known = data.get("chatid") in self._state.app_chats
+        if not known:
+            return handler.send_error_json(86003)
+        msgtype = data.get("msgtype")
+        if msgtype not in MSGTYPES or not isinstance(data.get(msgtype), dict):
+            return handler.send_error_json(40008)
+        with self._state.cond:
+            self._state.appchat_sent.append(data)
+            self._state.cond.notify_all()
+        handler.send_json({"errcode": 0, "errmsg": "ok"})
 
     def _update_template_card(self, handler: _Handler, query: dict[str, str], body: bytes, token: _Token | None) -> None:
         data = self._json_body(handler, body)
