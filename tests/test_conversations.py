@@ -69,3 +69,24 @@ def test_a_cancel_word_drops_the_question(wecom) -> None:
     assert wecom.text("book").content == "Which city?"
     assert wecom.text("取消").content == "Cancelled."
     assert wecom.text("Shenzhen").content == "Shenzhen"
+
+
+def group_text(user: str, text: str, chat: str = "wrkSFfCg") -> str:
+    return (f"<xml><ChatId><![CDATA[{chat}]]></ChatId><ChatType>group</ChatType>"
+            f"<From><UserId>{user}</UserId></From><MsgType>text</MsgType>"
+            f"<Text><Content><![CDATA[@RobotA {text}]]></Content></Text><MsgId>{user}{text}</MsgId></xml>")
+
+
+def test_in_a_group_robots_chat_commands_and_answers_belong_to_one_user_and_chat(wechatbot_app) -> None:
+    from wechatbot.wecom.group_robot import parse_group_robot
+
+    endpoint = next(iter(wechatbot_app.extensions["wechatbot"].endpoints.values()))
+
+    def say(user: str, text: str, chat: str = "wrkSFfCg"):
+        return endpoint.answer(parse_group_robot(group_text(user, text, chat)))[1]
+
+    assert say("zhangsan", "book").content == "Which city?"  # the @mention is not part of the command
+    assert say("lisi", "hello").content == "hello"  # another user in the chat: not the answer (echo's)
+    assert say("zhangsan", "Paris", chat="otherchat").content == "Paris"  # the same user elsewhere: neither
+    assert say("zhangsan", "Shenzhen").content == "Which day?"
+    assert say("zhangsan", "Friday").content == "booked Shenzhen on Friday"

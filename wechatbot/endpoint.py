@@ -133,6 +133,13 @@ class Endpoint:
         inline, rest = inline_prefix(decision.chain, self.plugins)
         return Plan(inline=inline, rest=rest)
 
+    def answer(self, message: Message) -> tuple[str | None, Reply | None]:
+        """Plan ``message`` and ask every step on this thread (a caller already off the request thread)."""
+        plan = self.plan(message)
+        if plan.reply is not None:
+            return plan.plugin, plan.reply
+        return self.ask_chain(message, plan.inline + plan.rest)
+
     def ask_chain(self, message: Message, chain: list) -> tuple[str | None, Reply | None]:
         """Ask the steps of a :meth:`plan` in order: ``(plugin, reply)`` or ``(None, None)``."""
         found = first_reply(self.pm, message, self.context_for, chain) if chain else None

@@ -105,7 +105,7 @@ class LongConnEndpoint:
 
     def _answer(self, message: Message, req_id: str) -> None:
         started = time.monotonic()
-        plugin, reply = self.endpoint.ask_plugins(message, "all")
+        plugin, reply = self.endpoint.answer(message)
         metrics.callback_done(self.endpoint.section, kind_of(message), "empty" if reply is None else "answered",
                               time.monotonic() - started)
         if reply is None:
