@@ -141,17 +141,7 @@ class Endpoint:
         return self.ask_chain(message, plan.inline + plan.rest)
 
     def ask_chain(self, message: Message, chain: list) -> tuple[str | None, Reply | None]:
-        """Ask the steps of a :meth:`plan` in order: ``(plugin, reply)`` or ``(None, None)``."""
-        found = first_reply(self.pm, message, self.context_for, chain) if chain else None
-        return found if found else (None, None)
-
-    def ask_plugins(self, message: Message, part: str = "all") -> tuple[str | None, Reply | None]:
-        """Run the plugins for ``message``: ``(plugin, reply)`` or ``(None, None)``.
-
-        ``part`` is ``"inline"`` for the leading plugins that declared
-        ``wechatbot_inline = True``, ``"rest"`` for the others, or ``"all"``.
-        """
-        chain = self.chains[hook_for(message)][part]
+        """Ask ``chain`` (plugins, or the steps of a :meth:`plan`) in order: ``(plugin, reply)`` or ``(None, None)``."""
         found = first_reply(self.pm, message, self.context_for, chain) if chain else None
         if not found:
             return None, None
@@ -159,6 +149,14 @@ class Endpoint:
         if isinstance(reply, ChunkedReply) and (message.is_event or not self.channel.streams):  # only messages stream
             reply = self._joined(plugin, reply, message)
         return plugin, reply
+
+    def ask_plugins(self, message: Message, part: str = "all") -> tuple[str | None, Reply | None]:
+        """Run the plugins for ``message``: ``(plugin, reply)`` or ``(None, None)``.
+
+        ``part`` is ``"inline"`` for the leading plugins that declared
+        ``wechatbot_inline = True``, ``"rest"`` for the others, or ``"all"``.
+        """
+        return self.ask_chain(message, self.chains[hook_for(message)][part])
 
     def _joined(self, plugin: str, reply: ChunkedReply, message: Message) -> Reply | None:
         """An iterator reply as one text, for a channel that does not stream (a failure is the plugin's)."""
