@@ -24,8 +24,10 @@ ROOT = Path(__file__).resolve().parent.parent
 BOT, SECRET = "aibot-e2e", "e2e-secret"
 
 RECORDER = '''
-"""Records each run as "<pid> <msgid> <text>" in [plugin:recorder] runs and answers "got <text>"."""
+"""Records each run as "<pid> <msgid> <text>" in [plugin:recorder] runs and answers "got <text>"
+("endless" streams for ever)."""
 import os
+import time
 
 from wechatbot import hookimpl
 
@@ -34,7 +36,15 @@ from wechatbot import hookimpl
 def handle_message(message, context):
     with open(context.config["runs"], "a") as fh:
         fh.write(f"{os.getpid()} {message.msg_id} {message.content}\\n")
+    if message.content == "endless":
+        return endless()
     return f"got {message.content}"
+
+
+def endless():
+    while True:
+        time.sleep(0.5)
+        yield "more "
 '''
 
 
@@ -102,6 +112,9 @@ def test_one_connection_takeover_after_sigkill_and_each_message_answered_once(tm
         assert protocol.stream_of(fake.wait_final_reply(first)).content == "got one"
         fake.push_text(BOT, "one", msgid="msg-1")  # WeCom delivers it again
 
+        endless = fake.push_text(BOT, "endless", msgid="msg-e")  # killed while it streams
+        fake.wait_for(lambda: len(fake.replies(endless)) >= 2, 10, "the stream under way")
+
         holder_pid = int(store.get(PREFIXES["longconn_lease"] + BOT).split(":")[1])
         owner = next(host for host in hosts if holder_pid in host.workers())
         os.kill(holder_pid, signal.SIGKILL)
@@ -113,6 +126,9 @@ def test_one_connection_takeover_after_sigkill_and_each_message_answered_once(tm
         new_pid = int(store.get(PREFIXES["longconn_lease"] + BOT).split(":")[1])
         assert new_pid != holder_pid and any(new_pid in host.workers() for host in hosts)
 
+        # The new holder ends the stream the dead process was writing, with a note.
+        ended = protocol.stream_of(fake.wait_final_reply(endless, timeout=5)).content
+        assert ended.startswith("more more ") and ended.endswith("（回答中断，请重新提问）")
         fake.push_text(BOT, "one", msgid="msg-1")  # and once more, to the new holder
         started = time.monotonic()
         second = fake.push_text(BOT, "two", msgid="msg-2")
@@ -120,9 +136,10 @@ def test_one_connection_takeover_after_sigkill_and_each_message_answered_once(tm
         assert time.monotonic() - started < 5
         time.sleep(1.5)  # anything run or sent twice would show by now
 
-        assert sorted(line.split(" ", 1)[1] for line in runs.read_text().splitlines()) == ["msg-1 one", "msg-2 two"]
-        replies = fake.received(protocol.RESPOND)
-        assert sorted(r.req_id for r in replies) == sorted([first, second])  # one reply each, nothing twice
+        runs_seen = sorted(line.split(" ", 1)[1] for line in runs.read_text().splitlines())
+        assert runs_seen == ["msg-1 one", "msg-2 two", "msg-e endless"]
+        finished = [r for r in fake.received(protocol.RESPOND) if r.frame["body"]["stream"]["finish"]]
+        assert sorted(r.req_id for r in finished) == sorted([first, second, endless])  # one each, nothing twice
         assert fake.violations == []
         assert fake.open_subscribed(BOT) == 1
         assert owner.process.poll() is None  # gunicorn replaced its killed worker

@@ -69,6 +69,9 @@ PREFIXES = {
     "stream_end": "stream-end:",      # how it ended, written once
     "longconn_lease": "longconn:lease:",    # which process holds a bot's long connection
     "longconn_outbox": "longconn:outbox:",  # frames from other processes, for the holder to send
+    "longconn_alive": "longconn:alive:",    # a process serving a long-connection bot is alive
+    "longconn_stream": "longconn:stream:",  # a stream still being written on the long connection
+    "longconn_streams": "longconn:streams:",  # the bot's streams to look at after a takeover
     "ready": "ready:",          # read (never written) by /readyz to see the store answer
 }
 

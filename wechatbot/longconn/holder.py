@@ -60,13 +60,14 @@ class Holder:
     """Keeps the one connection of one bot while this process holds the bot's lease."""
 
     def __init__(self, settings: ConnectionSettings, store: Store, on_callback: Callable[[dict[str, Any]], None], *,
-                 queue: SendQueue | None = None, lease_ttl: float = 5.0, standby_poll: float = 1.0,
+                 on_acquired: Callable[[], None] | None = None, queue: SendQueue | None = None, lease_ttl: float = 5.0, standby_poll: float = 1.0,
                  outbox_poll: float = 0.1, reconnect_backoff: tuple[float, float] = (1.0, 30.0),
                  refused_backoff: tuple[float, float] = (5.0, 300.0),
                  kick_backoff: tuple[float, float] = (30.0, 600.0)) -> None:
         self.settings = settings
         self.store = store
         self.on_callback = on_callback
+        self.on_acquired = on_acquired
         self.queue = queue or SendQueue()
         self.lease = Lease(store, PREFIXES["longconn_lease"] + settings.bot_id, lease_ttl)
         self.outbox_key = PREFIXES["longconn_outbox"] + settings.bot_id
@@ -82,6 +83,7 @@ class Holder:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._next_pull = 0.0
+        self._next_beat = 0.0
 
     # -- life --------------------------------------------------------------
 
@@ -107,6 +109,26 @@ class Holder:
         return self._holding
 
     @property
+    def owner(self) -> str:
+        """This process's name among the candidates (host, pid, a random part)."""
+        return self.lease.owner
+
+    def is_alive(self, owner: str) -> bool:
+        """Whether the process named ``owner`` still serves this bot (holding or standing by)."""
+        return self.store.get(PREFIXES["longconn_alive"] + owner) is not None
+
+    def _beat(self) -> None:
+        """Say in the store that this process is alive; it lapses as soon as its lease would."""
+        now = time.monotonic()
+        if now < self._next_beat:
+            return
+        self._next_beat = now + self.lease.renew_every
+        try:
+            self.store.set(PREFIXES["longconn_alive"] + self.owner, "1", self.lease.ttl * 0.8)
+        except Exception as exc:
+            log.warning("bot %s: cannot write the heartbeat (%s)", self.settings.bot_id, exc)
+
+    @property
     def connected(self) -> bool:
         """Whether this process has the bot's connection open and subscribed right now."""
         return self._connected.is_set()
@@ -125,11 +147,17 @@ class Holder:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            self._beat()
             if self.lease.acquire():
                 log.info("bot %s: this process (%s) holds the connection", self.settings.bot_id, self.lease.owner)
                 with self._lock:
                     self._holding = True
                 try:
+                    if self.on_acquired is not None:
+                        try:
+                            self.on_acquired()
+                        except Exception:
+                            log.exception("bot %s: taking over the previous holder's work failed", self.settings.bot_id)
                     self._hold()
                 finally:
                     self._let_go()
@@ -177,6 +205,7 @@ class Holder:
         """Renew the lease when due and take in the outbox; False to stop holding."""
         if self._stop.is_set() or not self.lease.keep():
             return False
+        self._beat()
         now = time.monotonic()
         if now >= self._next_pull:
             self._next_pull = now + self.outbox_poll

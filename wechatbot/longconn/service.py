@@ -25,7 +25,8 @@ from .. import metrics
 from ..dedup import Dedup, callback_key
 from ..pool import BoundedPool
 from ..report import kind_of
-from ..streams import FAILED, MORE_BELOW, NOTE_RESERVE, fit_stream, new_stream_id
+from ..store import PREFIXES
+from ..streams import FAILED, INTERRUPTED, MORE_BELOW, NOTE_RESERVE, fit_stream, new_stream_id
 from ..wecom.aibot import message_from_json
 from ..wecom.bot_replies import STREAM_CONTENT_LIMIT, cut_utf8
 from ..wecom.messages import Message, MessageParseError
@@ -61,8 +62,10 @@ class LongConnEndpoint:
         self.window = config.stream_window
         self.margin = min(20.0, config.stream_window / 10)
         cfg = endpoint.config
+        self.store = store
+        self.streams_key = PREFIXES["longconn_streams"] + cfg.bot_id
         self.holder = Holder(ConnectionSettings(cfg.ws_url, cfg.bot_id, cfg.secret), store, self.on_callback,
-                             **holder_options)
+                             on_acquired=self.finish_orphans, **holder_options)
 
     def start(self) -> None:
         """Stand by for the bot's connection (the process that gets the lease connects)."""
@@ -131,8 +134,29 @@ class LongConnEndpoint:
         for frame in push_frames(reply, message):
             self.send(frame, message)
 
+    def finish_orphans(self) -> None:
+        """After a takeover: end, with a visible note, the streams whose process died while writing them."""
+        for key in self.store.pop(self.streams_key, 1000):
+            raw = self.store.get(key)
+            if raw is None:
+                continue  # it finished
+            record = json.loads(raw)
+            if self.holder.is_alive(record["owner"]):
+                self.store.push(self.streams_key, key, self.window + 60)
+                continue
+            visible = _Stream.visible(record["text"])
+            content = visible + INTERRUPTED if visible else INTERRUPTED.lstrip("\n")
+            message = message_from_json(record["body"])
+            self.send(protocol.frame(protocol.RESPOND, record["req_id"], stream_body(record["stream_id"], content, True)),
+                      message)
+            self.store.delete(key)
+            log.warning("[%s] stream %s lost its process: ended with a note after %d characters",
+                        self.endpoint.section, record["stream_id"], len(visible))
+            self.endpoint.notify("plugin_error", plugin_name=record.get("plugin"), hook_name="handle_message",
+                                 exception=RuntimeError("the process writing this stream died"), message=message)
+
     def _stream(self, reply: ChunkedReply, message: Message, req_id: str, plugin: str | None) -> None:
-        stream = _Stream(self, message, req_id, time.monotonic() + self.window - self.margin)
+        stream = _Stream(self, message, req_id, time.monotonic() + self.window - self.margin, plugin)
         error: Exception | None = None
         try:
             for chunk in reply.pieces():
@@ -150,8 +174,11 @@ class LongConnEndpoint:
 class _Stream:
     """One streamed answer: the placeholder at once, the text as it grows, one finishing frame."""
 
-    def __init__(self, service: LongConnEndpoint, message: Message, req_id: str, closes_at: float) -> None:
+    def __init__(self, service: LongConnEndpoint, message: Message, req_id: str, closes_at: float,
+                 plugin: str | None) -> None:
         self.service = service
+        self.plugin = plugin
+        self.key = f"{PREFIXES['longconn_stream']}{service.endpoint.config.bot_id}:{req_id}"
         self.message = message
         self.req_id = req_id
         self.stream_id = new_stream_id()
@@ -167,12 +194,28 @@ class _Stream:
             timer.start()
 
     def _send(self, content: str, finish: bool) -> None:
+        self._record(finish)
         self._sent_any = True
         self.service.send(protocol.frame(protocol.RESPOND, self.req_id, stream_body(self.stream_id, content, finish)),
                           self.message)
 
+    def _record(self, finish: bool) -> None:
+        """Keep the stream in the store while it runs, so a new holder can end it if this process dies."""
+        service = self.service
+        try:
+            if finish:
+                service.store.delete(self.key)
+                return
+            service.store.set(self.key, json.dumps({
+                "req_id": self.req_id, "stream_id": self.stream_id, "text": self.text, "plugin": self.plugin,
+                "owner": service.holder.owner, "body": self.message.raw}, ensure_ascii=False), service.window + 60)
+            if not self._sent_any:
+                service.store.push(service.streams_key, self.key, service.window + 60)
+        except Exception as exc:  # the stream still goes out; only its recovery after a crash is lost
+            log.warning("[%s] cannot record stream %s: %s", service.endpoint.section, self.stream_id, exc)
+
     @staticmethod
-    def _visible(text: str) -> str:
+    def visible(text: str) -> str:
         return cut_utf8(text, STREAM_CONTENT_LIMIT - NOTE_RESERVE)[0]
 
     def append(self, chunk: str) -> None:
@@ -181,7 +224,7 @@ class _Stream:
             now = time.monotonic()
             if self.shown is None and now - self._last >= STREAM_FLUSH:
                 self._last = now
-                self._send(self._visible(self.text) or self.service.placeholder, False)
+                self._send(self.visible(self.text) or self.service.placeholder, False)
 
     def _placeholder(self) -> None:
         """Nothing written yet: show the placeholder, so the user sees the answer coming."""
@@ -193,7 +236,7 @@ class _Stream:
         """The window is about to close with the plugin still writing: finish with what is there."""
         with self._lock:
             if self.shown is None:
-                visible = self._visible(self.text)
+                visible = self.visible(self.text)
                 self.shown = len(visible)
                 self._send(visible + MORE_BELOW if visible else MORE_BELOW.lstrip("\n"), True)
 
@@ -205,7 +248,7 @@ class _Stream:
             if self.shown is not None:
                 return self.text[self.shown:]
             if error is not None:
-                visible = self._visible(self.text)
+                visible = self.visible(self.text)
                 self.shown = len(self.text)
                 self._send(visible + FAILED if visible else FAILED.lstrip("\n"), True)
                 return ""
