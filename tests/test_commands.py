@@ -123,3 +123,22 @@ def test_a_prefix_makes_plain_words_plain(wecom) -> None:
     assert wecom.text("weather Shenzhen").content == "weather Shenzhen"  # echo
     assert wecom.text("/weather Shenzhen").content == "Shenzhen: no forecast x1"
     assert wecom.text("/help").content.splitlines()[1].startswith("/")
+
+
+@pytest.mark.parametrize("wechatbot_sections", [{"wecom": {"type": "group_robot"},
+                                                 "plugin:kit": {"Shenzhen": "晴", "weather.deny": "lisi"}}])
+def test_commands_questions_and_refusals_in_a_group_robots_chat(wecom) -> None:
+    assert wecom.text("weather Shenzhen").content == "Shenzhen: 晴 x1"  # sent as "@RobotA weather Shenzhen"
+    assert wecom.text("weather Shenzhen", from_user="lisi").content == "Sorry, you are not allowed to use this."
+    assert "weather CITY [DAYS]" in wecom.text("help").content
+    assert wecom.text("book").content == "Which city?"
+    assert wecom.text("Beijing", from_user="lisi").content == "Beijing"  # another member: not the answer
+    assert wecom.text("Beijing").content == "Which day?"
+
+
+@pytest.mark.parametrize("wechatbot_sections", [{"wecom": {"type": "aibot"}, "plugin:kit": {"Shenzhen": "晴"}}])
+def test_commands_and_questions_with_the_ai_bot(wecom) -> None:
+    assert wecom.text("天气 Shenzhen 3").content == "Shenzhen: 晴 x3"
+    assert wecom.text("book", chat_type="group", chat_id="CHAT1").content == "Which city?"
+    assert wecom.text("Beijing").content == "Beijing"  # the single chat is another chat
+    assert wecom.text("Beijing", chat_type="group", chat_id="CHAT1").content == "Which day?"

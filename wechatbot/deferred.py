@@ -64,7 +64,7 @@ def _run(record: dict, endpoint: Endpoint, outbox: Outbox) -> None:
         if reply is not None:
             outbox.push(endpoint, reply, message)
         return
-    _, reply = endpoint.ask_plugins(message, "rest")
+    _, reply = endpoint.ask_later(message)
     if reply is None:
         metrics.late_reply(endpoint.section, "none")
         return

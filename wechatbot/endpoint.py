@@ -140,6 +140,17 @@ class Endpoint:
             return plan.plugin, plan.reply
         return self.ask_chain(message, plan.inline + plan.rest)
 
+    def ask_later(self, message: Message) -> tuple[str | None, Reply | None]:
+        """The plan's steps that run off the request thread, for a job running them after the answer.
+
+        Planned again: the job may run in another process. A question the
+        first try already took is not answered twice.
+        """
+        plan = self.plan(message)
+        if plan.reply is not None:
+            return plan.plugin, plan.reply
+        return self.ask_chain(message, plan.rest)
+
     def ask_chain(self, message: Message, chain: list) -> tuple[str | None, Reply | None]:
         """Ask ``chain`` (plugins, or the steps of a :meth:`plan`) in order: ``(plugin, reply)`` or ``(None, None)``."""
         found = first_reply(self.pm, message, self.context_for, chain) if chain else None
@@ -166,10 +177,6 @@ class Endpoint:
             log.exception("plugin %s failed while its reply was being read, for %s from %s", plugin, message.type, message.from_user)
             self.notify("plugin_error", plugin_name=plugin, hook_name=hook_for(message), exception=exc, message=message)
             return None
-
-    def has_slow_plugins(self, message: Message) -> bool:
-        """Whether some plugin for ``message`` must run off the request thread."""
-        return bool(self.chains[hook_for(message)]["rest"])
 
     def notify(self, hook: str, **kwargs: Any) -> list[tuple[str, Any]]:
         """Call every plugin's ``hook``, isolating failures."""
