@@ -116,3 +116,11 @@ def test_a_command_rate_limit_per_user(wecom) -> None:
 def test_rule_keys_are_not_handed_to_the_plugin(wechatbot_app) -> None:
     endpoint = next(iter(wechatbot_app.extensions["wechatbot"].endpoints.values()))
     assert endpoint.context_for("kit").config == {"Shenzhen": "晴"}
+
+
+@pytest.mark.parametrize("wechatbot_sections", [{"plugin:kit": {"rate_limit": "2/minute", "deny": "banned"}}])
+def test_ordinary_handlers_are_skipped_for_refused_users_and_rate_limited(wecom) -> None:
+    assert wecom.text("plain one", from_user="banned").content == "plain one"  # kit skipped: echo answers
+    assert wecom.text("count", from_user="banned").content == "Sorry, you are not allowed to use this."
+    assert [wecom.text("plain x", from_user="u").content for _ in range(3)] == [
+        "plain handler", "plain handler", "Too many requests; please try again later."]
