@@ -142,3 +142,15 @@ def test_commands_and_questions_with_the_ai_bot(wecom) -> None:
     assert wecom.text("book", chat_type="group", chat_id="CHAT1").content == "Which city?"
     assert wecom.text("Beijing").content == "Beijing"  # the single chat is another chat
     assert wecom.text("Beijing", chat_type="group", chat_id="CHAT1").content == "Which day?"
+
+
+def test_metadata_from_the_distribution_and_the_docstring() -> None:
+    import types
+    from importlib.metadata import distribution
+
+    from wechatbot.metadata import plugin_metadata
+
+    module = types.ModuleType("m", "Say hello.\n\nSend hi and get hello.\n\nDetails nobody reads in a chat.")
+    assert plugin_metadata(None, module) == PluginMetadata("Say hello.", "Send hi and get hello.", "")
+    echo = plugin_metadata(distribution("wechatbot-echo"), module)
+    assert echo.description.startswith("wechatbot plugin: answer a text message") and echo.usage == "Send hi and get hello."

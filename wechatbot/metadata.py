@@ -2,7 +2,7 @@
 
 The description and homepage come from the plugin's distribution (``Summary``,
 ``Home-page`` or a ``Project-URL``), as pip and PyPI show them; the usage is
-the rest of the plugin module's docstring after its first line. A plugin not
+the first paragraph of the plugin module's docstring after its first line. A plugin not
 installed as a distribution (a ``plugins_dir`` file, one registered in code)
 falls back to its docstring's first line for the description. They show in
 ``wechatbot plugins`` and in the host's ``help NAME``.
@@ -47,4 +47,4 @@ def plugin_metadata(dist: Any = None, plugin: Any = None) -> PluginMetadata:
         homepage = _homepage(meta)
     if description in ("", "UNKNOWN"):
         description = summary.strip()
-    return PluginMetadata(description, usage.strip(), homepage)
+    return PluginMetadata(description, usage.strip().split("\n\n")[0].strip(), homepage)
