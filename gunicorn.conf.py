@@ -74,3 +74,10 @@ def post_worker_init(worker):
     import gc
 
     gc.freeze()
+
+
+def on_exit(server):
+    """Forget a start-up failure this master's workers reported (they print it once between them)."""
+    from wechatbot.startup import forget_reported_failure
+
+    forget_reported_failure()

@@ -1,4 +1,7 @@
-"""The WSGI entry point: ``gunicorn wsgi:app`` (config from ``$WECHATBOT_CONFIG``)."""
-from wechatbot import create_app
+"""The WSGI entry point: ``gunicorn wsgi:app`` (config from ``$WECHATBOT_CONFIG``, else ``./config.ini``).
 
-app = create_app()
+A configuration or plugin error stops gunicorn with one line naming the key or plugin.
+"""
+from wechatbot.startup import create_app_or_exit
+
+app = create_app_or_exit()

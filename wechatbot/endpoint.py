@@ -20,7 +20,7 @@ from .conversations import Conversations
 from .deferred import call_record
 from .dispatch import first_reply, hook_for, notify_all
 from .intake import build_intake
-from .plugins import LoadedPlugin, call_order, inline_prefix
+from .plugins import LoadedPlugin, PluginStartError, call_order, inline_prefix
 from .schedules import Schedule, collect_schedules
 from .storage import PluginStorage
 from .store import Store
@@ -109,8 +109,8 @@ class Endpoint:
             try:
                 impl.function(*[{"context": self.context_for(impl.plugin_name)}[a] for a in impl.argnames])
             except Exception as exc:
-                raise RuntimeError(
-                    f"plugin {impl.plugin_name!r} failed to start for [{self.section}]: {exc}; "
+                raise PluginStartError(
+                    f"plugin {impl.plugin_name!r} failed to start for [{self.section}]: {type(exc).__name__}: {exc}; "
                     f"fix its [plugin:{impl.plugin_name}] section or disable it"
                 ) from exc
         self.schedules = collect_schedules(self._host_config, self.pm, self.contexts, self.name)

@@ -27,6 +27,10 @@ class PluginLoadError(WechatbotError, RuntimeError):
     """A plugin cannot be found or loaded; the message names it and the way out."""
 
 
+class PluginStartError(WechatbotError, RuntimeError):
+    """A plugin's ``startup`` hook failed; the message names the plugin, the app and the way out."""
+
+
 @dataclass
 class Candidate:
     """An installed plugin that has not been imported yet."""

@@ -9,13 +9,24 @@ from pathlib import Path
 import click
 
 from ..config import load_config, write_dev_config
+from ..errors import WechatbotError, one_line
 from ..wecom.crypto import generate_aes_key, generate_token
 
 from .options import CONFIG_OPTION
 from .options import load as _load
 
 
-@click.group()
+class _Commands(click.Group):
+    """Every wechatbot error a command meets ends it with one line (``Error: …``), never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except WechatbotError as exc:
+            raise click.ClickException(one_line(str(exc))) from None
+
+
+@click.group(cls=_Commands)
 @click.version_option(package_name="wechatbot")
 def cli() -> None:
     """wechatbot: a WeCom (企业微信) bot host."""
@@ -133,9 +144,12 @@ def plugins_command(config_path: str | None, as_json: bool) -> None:
 @click.option("--event-key", default=None, help="EventKey for click/view events.")
 @click.option("--from-user", default="zhangsan", show_default=True)
 @click.option("--type", "msg_type", default=None, help="Another message type (image, voice, file …) with --field.")
-@click.option("--field", "fields", multiple=True, help="Extra XML field NAME=VALUE, e.g. MediaId=abc.")
+@click.option("--field", "fields", multiple=True, callback=lambda _c, _p, v: _fields(v),
+              help="Extra XML field NAME=VALUE, e.g. MediaId=abc or MsgId=42 (the same MsgId twice plays a retry).")
+@click.option("--token", "token", default=None, help="Sign with this Token instead of the config's (to try a wrong one).")
 def simulate(config_path: str | None, url: str, app_name: str, verify: bool, text: str | None, event: str | None,
-             event_key: str | None, from_user: str, msg_type: str | None, fields: tuple[str, ...]) -> None:
+             event_key: str | None, from_user: str, msg_type: str | None, fields: dict[str, str],
+             token: str | None) -> None:
     """Act as WeCom: sign and encrypt a callback, send it to URL, print the decrypted reply.
 
     For an AI bot (type = aibot) a streamed answer is followed through its
@@ -144,17 +158,41 @@ def simulate(config_path: str | None, url: str, app_name: str, verify: bool, tex
     URL is the full callback URL: local (http://127.0.0.1:8000/callback) or a
     tunnel's public one. The keys come from the config.
     """
-    from ..testing.simulator import SimulatedWeCom, event_xml, http_transport, message_xml
+    import requests
+
+    from ..testing.simulator import SimulatedWeCom, SimulationError, event_xml, http_transport, message_xml
 
     endpoint = _load(config_path).endpoint(app_name)
-    if endpoint.type != "app":
-        _simulate_bot(endpoint, url, verify, text, event, from_user)
-        return
-    sim = SimulatedWeCom(http_transport(url), endpoint.token, endpoint.encoding_aes_key, endpoint.receive_id, path="")
+    sim = SimulatedWeCom(http_transport(url), token or endpoint.token, endpoint.encoding_aes_key, endpoint.receive_id, path="")
+    try:
+        if endpoint.type != "app":
+            _simulate_bot(endpoint, url, verify, text, event, from_user)
+        else:
+            _simulate(sim, endpoint, verify, text, event, event_key, from_user, msg_type, fields,
+                      event_xml=event_xml, message_xml=message_xml)
+    except requests.RequestException as exc:
+        raise click.ClickException(
+            f"cannot reach {url} ({type(exc).__name__}): is the host running (wechatbot serve, or gunicorn wsgi:app) "
+            "and is the URL its callback URL?"
+        ) from None
+    except SimulationError as exc:
+        raise click.ClickException(one_line(str(exc))) from None
+
+
+def _fields(values: tuple[str, ...]) -> dict[str, str]:
+    """``--field NAME=VALUE`` options as a dict; one without ``=`` is a usage error naming it."""
+    for value in values:
+        if "=" not in value or not value.split("=", 1)[0].strip():
+            raise click.BadParameter(f"{value!r} is not NAME=VALUE (for example MediaId=abc)", param_hint="--field")
+    return dict(value.split("=", 1) for value in values)
+
+
+def _simulate(sim: Any, endpoint: Any, verify: bool, text: str | None, event: str | None, event_key: str | None,
+              from_user: str, msg_type: str | None, extra: dict[str, str], *, event_xml: Any, message_xml: Any) -> None:
+    """Send the simulated callback and print what came back."""
     if verify:
         click.echo(f"URL verification OK: echoed {sim.verify_url()}")
         return
-    extra = dict(f.split("=", 1) for f in fields)
     if event:
         xml = event_xml(event, from_user=from_user, to_user=endpoint.corp_id, **({"event_key": event_key} if event_key else {}), **extra)
     elif msg_type:
@@ -163,7 +201,8 @@ def simulate(config_path: str | None, url: str, app_name: str, verify: bool, tex
         xml = message_xml("text", from_user=from_user, to_user=endpoint.corp_id, content=text or "hello", **extra)
     received = sim.post_xml(xml)
     if received.status != 200:
-        raise click.ClickException(f"HTTP {received.status}: {received.body.strip()}")
+        hint = " (is token the one this host is configured with?)" if received.status == 403 else ""
+        raise click.ClickException(f"HTTP {received.status}: {one_line(received.body)}{hint}")
     if not received:
         click.echo("(empty answer: no plugin replied, or the reply is delivered through message/send)")
         return

@@ -6,6 +6,7 @@ from typing import Any
 import click
 
 from ..config import ConfigError, load_config
+from ..errors import one_line
 
 CONFIG_OPTION = click.option(
     "--config", "config_path", envvar="WECHATBOT_CONFIG", type=click.Path(dir_okay=False),
@@ -18,4 +19,4 @@ def load(config_path: str | None) -> Any:
     try:
         return load_config(config_path)
     except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise click.ClickException(one_line(str(exc))) from None

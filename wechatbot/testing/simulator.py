@@ -66,7 +66,7 @@ def message_xml(msg_type: str, from_user: str = "zhangsan", to_user: str = "ww_c
     }
     for key, value in fields.items():
         body[FIELD_NAMES.get(key, key)] = value
-    if msg_type != "event":
+    if msg_type != "event" and "MsgId" not in body:
         body["MsgId"] = msg_id or str(secrets.randbelow(2**63))
     body["AgentID"] = agent_id
     return xmltodict.unparse({"xml": body}, full_document=False)
