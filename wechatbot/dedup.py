@@ -26,14 +26,16 @@ RUNNING = "running"
 NO_REPLY = "none"
 DEFERRED = "deferred"
 REPLY_PREFIX = "reply:"
+#: Every callback's dedup key starts with this.
+CALLBACK_PREFIX = "cb:"
 
 
 def callback_key(app_name: str, message: Message, plaintext: str) -> str:
     """The identity of one callback, the same for every retry of it."""
     if message.msg_id:
-        return f"cb:{app_name}:msg:{message.msg_id}"
+        return f"{CALLBACK_PREFIX}{app_name}:msg:{message.msg_id}"
     digest = hashlib.sha256(plaintext.encode("utf-8")).hexdigest()
-    return f"cb:{app_name}:sha:{digest}"
+    return f"{CALLBACK_PREFIX}{app_name}:sha:{digest}"
 
 
 class Dedup:

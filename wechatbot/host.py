@@ -16,12 +16,12 @@ from .deferred import run_job
 from .endpoint import Endpoint
 from .jobs import Jobs, queue_for
 from .longconn.service import LongConnEndpoint
+from .outage import ResilientStore
 from .outbox import Outbox
 from .pipeline import Pipeline
 from .plugins import LoadedPlugin, installed_plugins, load, plugin_manager, select
 from .pool import BoundedPool
 from .schedules import Schedule, Scheduler, as_push
-from .store import open_store
 from .streaming import Streaming
 from .streams import Streams
 
@@ -34,7 +34,8 @@ class Host:
     def __init__(self, config: Config, extra_plugins: Mapping[str, Any] | None = None, *, url_prefix: str = "") -> None:
         """``url_prefix`` goes before every endpoint's callback path (the Blueprint's mount point)."""
         self.config = config
-        self.store = open_store(config.store)
+        # Down is a state: while the store cannot be reached, this process answers for it.
+        self.store = ResilientStore(config.store)
         try:
             self._build(config, extra_plugins, url_prefix)
         except BaseException:

@@ -20,6 +20,7 @@ import logging
 import os
 import sys
 import threading
+import time
 import uuid
 from typing import Any, Callable
 
@@ -62,12 +63,15 @@ from huey.api import Huey  # noqa: E402
 from huey.consumer import Consumer  # noqa: E402
 
 from .config import ConfigError  # noqa: E402
+from .outage import outage_errors, quiet_outage_tracebacks  # noqa: E402
 from .store import Store  # noqa: E402
 
 log = logging.getLogger("wechatbot.jobs")
 
 JOB_TTL = 24 * 3600.0
 MAX_ATTEMPTS = 3
+#: Jobs kept in a process while the queue cannot be reached.
+SPOOL_LIMIT = 10_000
 
 
 def queue_for(store_url: str, queue_url: str | None = None) -> Huey:
@@ -124,6 +128,10 @@ class Jobs:
         self._pid: int | None = None
         self._stop = threading.Event()
         self._heartbeat_thread: threading.Thread | None = None
+        #: Jobs the queue could not take, by key, waiting for it to come back.
+        self._spool: dict[str, dict] = {}
+        self._spool_lock = threading.Lock()
+        self._next_adopt_warning = 0.0
         self.task = huey.task(name="wechatbot.run_job")(self._run)
 
     # -- starting and stopping -------------------------------------------
@@ -141,6 +149,7 @@ class Jobs:
             check_worker_health=False, worker_type="thread",
         )
         self._consumer.start()
+        quiet_outage_tracebacks("huey")  # its workers' loggers exist now
         self._heartbeat_thread = threading.Thread(target=self._heartbeat, name="wechatbot-lease-heartbeat", daemon=True)
         self._heartbeat_thread.start()
 
@@ -164,11 +173,54 @@ class Jobs:
     # -- submitting ------------------------------------------------------
 
     def submit(self, record: dict, key: str | None = None) -> str:
-        """Store a job and queue it to run now; return its key."""
+        """Store a job and queue it to run now; return its key.
+
+        While the queue cannot be reached (its SQLite file unwritable, Redis
+        down) the job waits in a bounded spool in this process, flushed when
+        the queue is back; when the spool is full, the job runs at once here.
+        """
         key = key or f"job-{uuid.uuid4().hex}"
-        self.store.set(f"job:{key}", json.dumps({**record, "key": key, "attempts": 0}), JOB_TTL)
-        self.task(key)
+        entry = {**record, "key": key, "attempts": 0}
+        self.store.set(f"job:{key}", json.dumps(entry), JOB_TTL)
+        try:
+            self.task(key)
+        except outage_errors() as exc:
+            self._spool_job(key, entry, exc)
         return key
+
+    def _spool_job(self, key: str, entry: dict, exc: BaseException) -> None:
+        """Keep a job the queue refused until :meth:`flush_spool` can queue it."""
+        with self._spool_lock:
+            if not self._spool:
+                log.error("job queue unreachable (%s: %s): jobs wait in this process (at most %d) until it is back",
+                          type(exc).__name__, " ".join(str(exc).split())[:200], SPOOL_LIMIT)
+            if len(self._spool) < SPOOL_LIMIT:
+                self._spool[key] = entry
+                return
+        log.warning("job spool full: deferred job %s runs now in this process", key)
+        threading.Thread(target=self._run_spooled, args=(entry,), name="wechatbot-spooled-job", daemon=True).start()
+
+    def _run_spooled(self, entry: dict) -> None:
+        try:
+            self.runner(entry)
+        except Exception:
+            log.exception("deferred job %s failed", entry.get("key"))
+
+    def flush_spool(self) -> int:
+        """Queue the jobs that waited for the queue; return how many are still waiting."""
+        with self._spool_lock:
+            waiting = list(self._spool.items())
+        for key, entry in waiting:
+            try:
+                self.store.set(f"job:{key}", json.dumps(entry), JOB_TTL)
+                self.task(key)
+            except outage_errors():
+                return len(self._spool)
+            with self._spool_lock:
+                self._spool.pop(key, None)
+                if not self._spool:
+                    log.warning("job queue is back: every job that waited in this process is queued")
+        return len(self._spool)
 
     def adopt(self, record: dict, key: str) -> None:
         """Record a job this process is already running (past the reply deadline).
@@ -178,7 +230,14 @@ class Jobs:
         self.store.set(f"job:{key}", json.dumps({**record, "key": key, "attempts": 1}), JOB_TTL)
         self.store.set(f"lease:{key}", self.owner, self.lease)
         self._hold(key)
-        self.task.schedule((key,), delay=self.lease)
+        try:
+            self.task.schedule((key,), delay=self.lease)
+        except outage_errors() as exc:
+            now = time.monotonic()
+            if now >= self._next_adopt_warning:
+                self._next_adopt_warning = now + 60.0
+                log.warning("job queue unreachable (%s): late replies are pushed by this process, without a guard "
+                            "if it dies", type(exc).__name__)
 
     def finish(self, key: str) -> None:
         """Mark a job done: guards stop, nobody runs it again."""
@@ -228,6 +287,8 @@ class Jobs:
 
     def _heartbeat(self) -> None:
         while not self._stop.wait(self.lease / 5):
+            if self._spool:
+                self.flush_spool()
             with self._held_lock:
                 keys = list(self.held)
             for key in keys:

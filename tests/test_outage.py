@@ -1,0 +1,161 @@
+"""A store that is down is a state: callbacks answered, plugins run, one log line per change, recovery by itself.
+
+Redis is a private redis-server on its own port, started and killed here
+(never the machine's shared one); SQLite is a file that cannot be opened at first.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from wechatbot import hookimpl
+from wechatbot.outage import ResilientStore
+from wechatbot.testing import app_sections, free_port, make_app, simulated_wecom
+
+REDIS_SERVER = shutil.which("redis-server")
+pytestmark = pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server is not installed")
+
+
+class PrivateRedis:
+    """A redis-server of our own, empty each time it starts."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        import redis
+
+        self.process = subprocess.Popen([REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                                         "--appendonly", "no", "--dir", str(self.folder)],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                redis.Redis(port=self.port, socket_connect_timeout=0.2).ping()
+                return
+            except redis.RedisError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(5)
+            self.process = None
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path):
+    server = PrivateRedis(tmp_path)
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+class Counting:
+    def __init__(self) -> None:
+        self.runs: list[str] = []
+
+    @hookimpl
+    def handle_message(self, message):
+        self.runs.append(message.content)
+        return "got " + message.content
+
+
+def host_on(store_url: str, plugin: Counting):
+    sections = app_sections(wechatbot={"store": store_url, "queue": "memory://", "replay_window": "300"})
+    app = make_app(sections, plugins={"counting": plugin})
+    return app, simulated_wecom(app), app.extensions["wechatbot"].store
+
+
+def outage_lines(caplog) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "wechatbot.store"]
+
+
+def test_redis_killed_and_restarted_empty(redis_server: PrivateRedis, caplog) -> None:
+    redis_server.start()
+    plugin = Counting()
+    app, wecom, store = host_on(redis_server.url, plugin)
+    store.probe_every = 0.2
+    assert isinstance(store, ResilientStore) and store.ping() and store.healthy
+    assert wecom.text("before").content == "got before"
+
+    redis_server.kill()
+    with caplog.at_level(logging.INFO):
+        answers = [wecom.text(f"during {i}").content for i in range(20)]
+        assert answers == [f"got during {i}" for i in range(20)]
+        assert not store.healthy and not store.ping()
+        assert store.possible_duplicates >= 20
+
+        redis_server.start()  # empty
+        time.sleep(0.3)
+        assert wecom.text("after").content == "got after"
+        assert store.healthy and store.ping()
+    assert plugin.runs == ["before", *[f"during {i}" for i in range(20)], "after"]
+    lines = outage_lines(caplog)
+    assert [r.levelname for r in lines] == ["ERROR", "WARNING"], [r.getMessage() for r in lines]
+    assert "unreachable" in lines[0].getMessage() and "is back" in lines[1].getMessage()
+    assert not any(r.exc_info for r in caplog.records), "an expected outage logged a traceback"
+
+
+def test_a_retry_during_an_outage_is_still_recognised_in_this_process(redis_server: PrivateRedis) -> None:
+    plugin = Counting()
+    app, wecom, store = host_on(redis_server.url, plugin)  # never started: down from the start
+    assert not store.healthy
+    first = wecom.text("once", msg_id="777").content
+    again = wecom.text("once", msg_id="777").content
+    assert first == again == "got once" and plugin.runs == ["once"]
+
+
+def test_starting_while_redis_is_down_then_it_comes_up(redis_server: PrivateRedis, caplog) -> None:
+    plugin = Counting()
+    with caplog.at_level(logging.INFO):
+        app, wecom, store = host_on(redis_server.url, plugin)
+        store.probe_every = 0.2
+        assert wecom.text("early").content == "got early"
+        assert not store.ping()
+        redis_server.start()
+        time.sleep(0.3)
+        assert wecom.text("later").content == "got later"
+        assert store.healthy
+    assert plugin.runs == ["early", "later"]
+    assert len(outage_lines(caplog)) == 2
+    assert not any(r.exc_info for r in caplog.records)
+
+
+def test_a_sqlite_store_that_cannot_be_opened_at_start_recovers_by_itself(tmp_path: Path) -> None:
+    folder = tmp_path / "state"
+    folder.write_text("a file where the store's folder should be")
+    plugin = Counting()
+    app, wecom, store = host_on(f"sqlite:///{folder}/state.db", plugin)
+    store.probe_every = 0.1
+    assert wecom.text("without a file").content == "got without a file"
+    assert not store.healthy
+    folder.unlink()
+    time.sleep(1.1)  # the next attempt is due a second after the failed one
+    assert wecom.text("with a file").content == "got with a file"
+    assert store.healthy and (folder / "state.db").exists()
+
+
+def test_while_down_a_reminder_at_most_once_a_minute(redis_server: PrivateRedis, caplog) -> None:
+    now = [1000.0]
+    with caplog.at_level(logging.INFO):
+        store = ResilientStore(redis_server.url, probe_every=0.0, clock=lambda: now[0])
+        for _ in range(50):
+            store.set("k", "v")
+            now[0] += 2.0  # 100 s in all
+        assert store.get("k") == "v"  # answered locally
+    lines = outage_lines(caplog)
+    assert len(lines) == 2, [r.getMessage() for r in lines]  # went down, one reminder after 60 s
+    assert "still unreachable" in lines[1].getMessage()
+    store.close()
