@@ -28,7 +28,7 @@ ENDPOINT_KEYS = {
 }
 HOST_KEYS = {
     "callback_path", "plugins", "disabled", "plugins_dir", "store", "max_body",
-    "reply_deadline", "replay_window", "queue", "deferred_workers", "deferred_queue", "job_lease",
+    "reply_deadline", "replay_window", "queue", "deferred_workers", "deferred_queue", "job_lease", "push_retry_for",
     "stream_placeholder", "stream_window", "log_format",
     "stream_placeholder", "stream_window",
     "command_prefix", "ask_timeout", "cancel_words", "cancel_reply", "admins", "refused_reply", "limited_reply",
@@ -129,6 +129,7 @@ class Config:
     deferred_workers: int = 16
     deferred_queue: int = 1000
     job_lease: float = 10.0
+    push_retry_for: float = 600.0
     stream_placeholder: str = DEFAULT_STREAM_PLACEHOLDER
     stream_window: float = DEFAULT_STREAM_WINDOW
     log_format: str = DEFAULT_LOG_FORMAT
@@ -390,6 +391,7 @@ def config_from_sections(
         deferred_workers=int(_number("wechatbot", "deferred_workers", host.get("deferred_workers", "16"), int)),
         deferred_queue=int(_number("wechatbot", "deferred_queue", host.get("deferred_queue", "1000"), int)),
         job_lease=float(_number("wechatbot", "job_lease", host.get("job_lease", "10"), float)),
+        push_retry_for=float(_number("wechatbot", "push_retry_for", host.get("push_retry_for", "600"), float)),
         stream_placeholder=_placeholder(host),
         stream_window=_stream_window(host),
         log_format=_log_format(host),

@@ -1,9 +1,10 @@
 """Work that outlives the HTTP answer: the durable job records, and what a job does.
 
-Two kinds of job: ``dispatch`` runs the plugins that could not answer within
+Three kinds of job: ``dispatch`` runs the plugins that could not answer within
 ``reply_deadline`` (or found the pool full), ``call`` runs a function a plugin
-handed to ``context.defer``. Either way the reply goes to the outbox. A record
+handed to ``context.defer``; either way the reply goes to the outbox. A record
 holds the message as its channel's plaintext, so any process can run it.
+``push`` tries again a push that failed for a passing reason (see ``outbox``).
 """
 from __future__ import annotations
 
@@ -48,6 +49,9 @@ def run_job(record: dict, endpoint: Endpoint, outbox: Outbox) -> None:
 
 
 def _run(record: dict, endpoint: Endpoint, outbox: Outbox) -> None:
+    if record["kind"] == "push":  # a push that failed, tried again
+        outbox.retry_push(endpoint, record)
+        return
     message = endpoint.channel.parse(record["plaintext"])
     if record["kind"] == "call":
         module, _, name = record["func"].partition(":")
@@ -62,15 +66,11 @@ def _run(record: dict, endpoint: Endpoint, outbox: Outbox) -> None:
             endpoint.notify("plugin_error", plugin_name=record["plugin"], hook_name="defer", exception=exc, message=message)
             return
         if reply is not None:
-            outbox.push(endpoint, reply, message)
+            outbox.push(endpoint, reply, message, record["plugin"])
         return
-    _, reply = endpoint.ask_later(message)
+    plugin, reply = endpoint.ask_later(message)
     if reply is None:
         metrics.late_reply(endpoint.section, "none")
         return
-    try:
-        outbox.push(endpoint, reply, message)
-    except Exception:
-        metrics.late_reply(endpoint.section, "failed")
-        raise
-    metrics.late_reply(endpoint.section, "pushed")
+    sent = outbox.push(endpoint, reply, message, plugin)
+    metrics.late_reply(endpoint.section, "pushed" if sent is not None else "failed")

@@ -57,7 +57,7 @@ class Host:
         self.loaded = cache
         self.dedup = Dedup(self.store)
         self.pool = BoundedPool(config.deferred_workers, config.deferred_queue)
-        self.outbox = Outbox(self.pool)
+        self.outbox = Outbox(self.pool, self.jobs, retry_for=config.push_retry_for)
         self.streams = Streams(self.store, window=config.stream_window, placeholder=config.stream_placeholder)
         self.pipeline = Pipeline(config, self.dedup, self.pool, self.jobs, self.outbox,
                                  Streaming(self.streams, self.pool, self.outbox))

@@ -188,6 +188,17 @@ class Jobs:
             self._spool_job(key, entry, exc)
         return key
 
+    def submit_later(self, record: dict, delay: float) -> str:
+        """Store a job and queue it to run ``delay`` seconds from now; return its key."""
+        key = f"job-{uuid.uuid4().hex}"
+        entry = {**record, "key": key, "attempts": 0}
+        self.store.set(f"job:{key}", json.dumps(entry), JOB_TTL)
+        try:
+            self.task.schedule((key,), delay=delay)
+        except outage_errors() as exc:
+            self._spool_job(key, entry, exc)
+        return key
+
     def _spool_job(self, key: str, entry: dict, exc: BaseException) -> None:
         """Keep a job the queue refused until :meth:`flush_spool` can queue it."""
         with self._spool_lock:

@@ -42,7 +42,7 @@ PLUGIN_ERRORS = Counter("wechatbot_plugin_errors", "Plugin hook calls that raise
 PLUGIN_SECONDS = Histogram("wechatbot_plugin_seconds", "Time a plugin's hook took.", ["plugin"], buckets=_LATENCY_BUCKETS)
 LATE_REPLIES = Counter("wechatbot_late_replies", "Replies that missed reply_deadline, by outcome (pushed, failed, none).",
                        ["app", "outcome"])
-PUSHES = Counter("wechatbot_pushes", "Replies sent through the API instead of the answer, by outcome (sent, failed).",
+PUSHES = Counter("wechatbot_pushes", "Replies sent through the API instead of the answer, by outcome (sent, retried, failed).",
                  ["app", "outcome"])
 TOKEN_FETCHES = Counter("wechatbot_token_fetches", "Access tokens fetched from WeCom, by outcome (ok, failed).",
                         ["app", "outcome"])
@@ -93,6 +93,11 @@ def late_reply(app: str, outcome: str) -> None:
 def pushed(app: str, ok: bool) -> None:
     """Count a reply sent through the API (``message/send``, response_url, webhook)."""
     PUSHES.labels(app, "sent" if ok else "failed").inc()
+
+
+def push_retried(app: str) -> None:
+    """Count a push that failed for a passing reason and will be tried again."""
+    PUSHES.labels(app, "retried").inc()
 
 
 def pool_full(app: str) -> None:

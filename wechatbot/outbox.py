@@ -9,11 +9,15 @@ Scheduled pushes go to explicit targets instead (:meth:`Outbox.push_to`).
 """
 from __future__ import annotations
 
+import dataclasses
+import importlib
+import json
 import logging
 import time
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from . import metrics
+from .api.hints import WeComError, is_transient
 from .longconn.push import send_via_long_connection
 from .pool import BoundedPool
 from .wecom.messages import Message
@@ -25,11 +29,15 @@ from .wecom.replies import ChunkedReply, MarkdownReply, Reply, TextReply
 
 if TYPE_CHECKING:
     from .endpoint import Endpoint
+    from .jobs import Jobs
     from .schedules import Target
 
 log = logging.getLogger("wechatbot.outbox")
 
 Sender = Callable[["Endpoint", Reply, Message], list]
+
+#: The longest pause between two attempts at a failed push, in seconds.
+MAX_RETRY_PAUSE = 120.0
 
 
 def send_via_message_api(endpoint: Endpoint, reply: Reply, message: Message) -> list[dict]:
@@ -146,20 +154,44 @@ SENDERS: dict[str, Sender] = {
 
 
 class Outbox:
-    """Pushes replies now (:meth:`push`) or off the request thread (:meth:`push_soon`)."""
+    """Pushes replies now (:meth:`push`) or off the request thread (:meth:`push_soon`).
 
-    def __init__(self, pool: BoundedPool) -> None:
+    A push that fails for a passing reason (network, HTTP 5xx, WeCom busy,
+    rate limits) is tried again as a durable job, after pauses that grow from
+    ``retry_base`` seconds, for up to ``retry_for`` seconds; one that fails
+    for good is logged once with its hint, counted (``wechatbot_pushes{outcome="failed"}``) and
+    reported to the plugins' ``plugin_error`` hook (hook name ``push``).
+    """
+
+    def __init__(self, pool: BoundedPool, jobs: Jobs | None = None, retry_for: float = 600.0,
+                 retry_base: float = 5.0) -> None:
         self.pool = pool
+        self.jobs = jobs
+        self.retry_for = retry_for
+        self.retry_base = retry_base
 
-    def push(self, endpoint: Endpoint, reply: Reply, message: Message) -> list[dict]:
-        """Send ``reply`` to the sender of ``message`` now; return the API's answers."""
+    def push(self, endpoint: Endpoint, reply: Reply, message: Message, plugin: str | None = None) -> list | None:
+        """Send ``reply`` to the sender of ``message`` now; the API's answers, or None when it failed.
+
+        A failure is not raised: it is retried later or reported (see the class).
+        """
+        return self._attempt(endpoint, reply, message, plugin, attempt=1, first_try=time.time())
+
+    def retry_push(self, endpoint: Endpoint, record: dict) -> None:
+        """Run a durable push job (``kind = "push"``): one more attempt at a failed push."""
+        reply, message = decode(record["reply"]), decode(record["message"])
+        self._attempt(endpoint, reply, message, record.get("plugin"), record["attempt"] + 1, record["first_try"])
+
+    def _attempt(self, endpoint: Endpoint, reply: Reply, message: Message, plugin: str | None, attempt: int,
+                 first_try: float) -> list | None:
         try:
             sent = SENDERS[endpoint.channel.push_via](endpoint, reply, message)
-        except Exception:
-            metrics.pushed(endpoint.section, ok=False)
-            raise
+        except WeComError as exc:
+            self._failed(endpoint, reply, message, plugin, attempt, first_try, exc)
+            return None
         metrics.pushed(endpoint.section, ok=True)
-        log.info("[%s] pushed %s reply to %s", endpoint.section, reply.msg_type, message.from_user)
+        log.info("[%s] pushed %s reply to %s%s", endpoint.section, reply.msg_type, message.from_user,
+                 f" (attempt {attempt})" if attempt > 1 else "")
         return sent
 
     def push_to(self, endpoint: Endpoint, reply: Reply, targets: Iterable[Target]) -> None:
@@ -173,15 +205,74 @@ class Outbox:
         metrics.pushed(endpoint.section, ok=True)
         log.info("[%s] pushed %s to %s", endpoint.section, reply.msg_type, ", ".join(str(t) for t in targets))
 
-    def push_soon(self, endpoint: Endpoint, reply: Reply, message: Message) -> None:
+    def _failed(self, endpoint: Endpoint, reply: Reply, message: Message, plugin: str | None, attempt: int,
+                first_try: float, exc: WeComError) -> None:
+        delay = min(self.retry_base * 2 ** (attempt - 1), MAX_RETRY_PAUSE)
+        if is_transient(exc) and self.jobs is not None and time.time() + delay - first_try <= self.retry_for:
+            try:
+                record = {"kind": "push", "endpoint": endpoint.name, "plugin": plugin, "attempt": attempt,
+                          "first_try": first_try, "reply": encode(reply), "message": encode(message)}
+                json.dumps(record)
+            except (TypeError, ValueError):
+                record = None  # a reply this process cannot write down: reported below
+            if record is not None:
+                self.jobs.submit_later(record, delay)
+                metrics.push_retried(endpoint.section)
+                log.warning("[%s] %s reply to %s not pushed (%s); trying again in %.0f s (attempt %d)",
+                            endpoint.section, reply.msg_type, message.from_user, exc, delay, attempt + 1)
+                return
+        metrics.pushed(endpoint.section, ok=False)
+        gave_up = f" after {attempt} attempts over {time.time() - first_try:.0f} s" if is_transient(exc) else ""
+        log.error("[%s] %s reply to %s could not be pushed%s: %s", endpoint.section, reply.msg_type,
+                  message.from_user, gave_up, exc)
+        endpoint.notify("plugin_error", plugin_name=plugin or "wechatbot", hook_name="push", exception=exc, message=message)
+
+    def push_soon(self, endpoint: Endpoint, reply: Reply, message: Message, plugin: str | None = None) -> None:
         """Push ``reply`` from the pool, without holding up the HTTP answer."""
-        future = self.pool.submit(self._push_logged, endpoint, reply, message)
+        future = self.pool.submit(self._push_logged, endpoint, reply, message, plugin)
         if future is None:
             metrics.pool_full(endpoint.section)
             log.error("[%s] plugin pool full: %s reply to %s not pushed", endpoint.section, reply.msg_type, message.from_user)
 
-    def _push_logged(self, endpoint: Endpoint, reply: Reply, message: Message) -> None:
+    def _push_logged(self, endpoint: Endpoint, reply: Reply, message: Message, plugin: str | None = None) -> None:
         try:
-            self.push(endpoint, reply, message)
+            self.push(endpoint, reply, message, plugin)
         except Exception:
             log.exception("[%s] %s reply to %s could not be pushed", endpoint.section, reply.msg_type, message.from_user)
+
+
+# A reply and its message written down for a durable push job: dataclasses of
+# wechatbot's own modules, field by field, and nothing else (no pickle).
+
+def encode(value: Any) -> Any:
+    """``value`` as JSON-ready data; wechatbot dataclasses keep their class name."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        cls = type(value)
+        return {"__dataclass__": f"{cls.__module__}:{cls.__qualname__}",
+                **{f.name: encode(getattr(value, f.name)) for f in dataclasses.fields(value) if f.init}}
+    if isinstance(value, (list, tuple)):
+        return [encode(item) for item in value]
+    if isinstance(value, dict):
+        return {key: encode(item) for key, item in value.items()}
+    return value
+
+
+def decode(data: Any) -> Any:
+    """The value :func:`encode` wrote; only dataclasses from ``wechatbot`` modules are rebuilt."""
+    if isinstance(data, list):
+        return [decode(item) for item in data]
+    if not isinstance(data, dict):
+        return data
+    values = {key: decode(item) for key, item in data.items() if key != "__dataclass__"}
+    target = data.get("__dataclass__")
+    if target is None:
+        return values
+    module, _, name = str(target).partition(":")
+    if module != "wechatbot" and not module.startswith("wechatbot."):
+        raise ValueError(f"a push job names {target!r}, which is not one of wechatbot's classes")
+    cls: Any = importlib.import_module(module)
+    for part in name.split("."):
+        cls = getattr(cls, part)
+    if not dataclasses.is_dataclass(cls):
+        raise ValueError(f"a push job names {target!r}, which is not a dataclass")
+    return cls(**values)

@@ -207,7 +207,7 @@ class Pipeline:
             if late:  # an inline plugin overran: WeCom has stopped waiting
                 metrics.late_reply(endpoint.section, "pushed")
                 log.warning("[%s] plugin %s overran reply_deadline; its reply is pushed", endpoint.section, asked.plugin)
-            self.outbox.push_soon(endpoint, asked.reply, message)
+            self.outbox.push_soon(endpoint, asked.reply, message, asked.plugin)
             return None
         self._push_later(endpoint, message, plaintext, key, asked.future)
         return None
@@ -230,10 +230,11 @@ class Pipeline:
 
     def _finish_late(self, endpoint: Endpoint, message: Message, key: str, future: Future) -> None:
         try:
-            _, reply = future.result()
+            plugin, reply = future.result()
+            sent = None
             if reply is not None:
-                self.outbox.push(endpoint, reply, message)
-            metrics.late_reply(endpoint.section, "none" if reply is None else "pushed")
+                sent = self.outbox.push(endpoint, reply, message, plugin)
+            metrics.late_reply(endpoint.section, "none" if reply is None else "pushed" if sent is not None else "failed")
         except Exception:
             metrics.late_reply(endpoint.section, "failed")
             log.exception("[%s] late reply for %s could not be delivered", endpoint.section, message.from_user)

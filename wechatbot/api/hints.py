@@ -18,6 +18,7 @@ __all__ = [
     "WeComError",
     "WeComNetworkError",
     "hint_for",
+    "is_transient",
 ]
 
 #: The access token was rejected or expired: fetch a new one and retry once.
@@ -45,6 +46,7 @@ HINTS = {
            "(some APIs are not open to every app type)",
     81013: "every recipient is invalid or outside the app's visible range (可见范围): check "
            "touser/toparty/totag and the app's visible range",
+    40003: "a user id is invalid: touser must be the member's 账号 (UserID) from the contacts, exactly",
     82001: "every member, department or tag given is invalid",
     40007: "the media_id is wrong or expired (media ids last 3 days)",
     41006: "the media_id is missing",
@@ -97,3 +99,15 @@ class WeComNetworkError(WeComError):
 
 class MediaLimitError(WeComError, ValueError):
     """A file breaks a size or type limit (checked before uploading, or while downloading)."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a failed call may succeed later: network trouble, HTTP 5xx, WeCom busy or rate limits.
+
+    Anything else (81013 recipients outside the app's range, 40003 an invalid
+    user id, 60020 an untrusted IP …) fails again the same way until someone
+    changes the setup.
+    """
+    if isinstance(exc, WeComAPIError):
+        return exc.errcode in RETRY_ERRCODES
+    return isinstance(exc, WeComNetworkError)

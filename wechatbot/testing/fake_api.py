@@ -155,6 +155,7 @@ class _State:
     media: dict[str, _Media] = field(default_factory=dict)
     webhook_keys: set[str] = field(default_factory=set)
     failures: dict[str, list[tuple[int, str | None]]] = field(default_factory=dict)
+    http_failures: dict[str, list[int]] = field(default_factory=dict)
     delays: dict[str, float] = field(default_factory=dict)
     requests: list[RecordedRequest] = field(default_factory=list)
     sent: list[dict] = field(default_factory=list)
@@ -459,6 +460,11 @@ class FakeWeComAPI:
         with self._state.cond:
             self._state.failures.setdefault(_normalize(path), []).extend([(errcode, errmsg)] * times)
 
+    def fail_http_next(self, path: str, status: int = 500, times: int = 1) -> None:
+        """Answer the next ``times`` requests to ``path`` with HTTP ``status`` and no JSON (a broken gateway)."""
+        with self._state.cond:
+            self._state.http_failures.setdefault(_normalize(path), []).extend([status] * times)
+
     def set_delay(self, seconds: float, path: str | None = None) -> None:
         """Pause ``seconds`` before answering ``path`` (every path when None)."""
         if path is None:
@@ -578,8 +584,16 @@ class FakeWeComAPI:
             delay = state.delays.get(path, self.delay)
             pending = state.failures.get(path)
             failure = pending.pop(0) if pending else None
+            broken = state.http_failures.get(path)
+            http_status = broken.pop(0) if broken else None
         if delay:
             time.sleep(delay)
+        if http_status is not None:
+            handler.send_response(http_status)
+            handler.send_header("Content-Type", "text/html")
+            handler.send_header("Content-Length", "0")
+            handler.end_headers()
+            return
         if failure is not None:
             handler.send_error_json(*failure)
             return
