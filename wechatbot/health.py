@@ -27,5 +27,8 @@ def _check(name: str, probe: Callable[[], Any]) -> tuple[bool, str]:
 
 def readiness(store: Store, queue_length: Callable[[], int]) -> tuple[bool, str]:
     """``(ready, text)``: whether the store and the queue answer, one line each."""
-    results = [_check("store", lambda: store.get(PROBE_KEY)), _check("queue", queue_length)]
+    # A resilient store answers from memory while it is down: ask the real one.
+    check = getattr(store, "check", None)
+    probe = (lambda: check(PROBE_KEY)) if check is not None else (lambda: store.get(PROBE_KEY))
+    results = [_check("store", probe), _check("queue", queue_length)]
     return all(ok for ok, _ in results), "".join(line + "\n" for _, line in results)

@@ -111,13 +111,19 @@ class ResilientStore(Store):
     def ping(self) -> bool:
         """Ask the real store now (one cheap read); True when it answered. Updates the state."""
         try:
-            primary = self._open()
-            primary.get("wechatbot:ping")
+            self.check()
+        except self._errors:
+            return False
+        return True
+
+    def check(self, key: str = "ready:ping") -> None:
+        """Read ``key`` from the real store now, raising its error when it cannot answer. Updates the state."""
+        try:
+            self._open().get(key)
         except self._errors as exc:
             self._went_down(exc)
-            return False
+            raise
         self._came_back()
-        return True
 
     def _open(self) -> Store:
         primary = self._primary
