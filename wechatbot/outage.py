@@ -72,6 +72,7 @@ class ResilientStore(Store):
         self._lock = threading.Lock()
         self._local = MemoryStore()
         self._primary: Store | None = None
+        self._closed = False
         self._down_since: float | None = None
         self._next_probe = 0.0
         self._next_reminder = 0.0
@@ -176,6 +177,8 @@ class ResilientStore(Store):
 
     def _call(self, name: str, *args: Any) -> Any:
         """``name(*args)`` on the real store, or on the local one while it is down."""
+        if self._closed:
+            raise RuntimeError(f"the store {self._shown_url} is closed")
         if self._down_since is None or self._probe_due():
             try:
                 result = getattr(self._open(), name)(*args)
@@ -223,6 +226,7 @@ class ResilientStore(Store):
         return self._call("pop", key, count)
 
     def close(self) -> None:
+        self._closed = True
         primary, self._primary = self._primary, None
         if primary is not None:
             try:
