@@ -43,6 +43,12 @@ class Bot:
         if text == "slow":
             time.sleep(1.5)
             return "late answer"
+        if text == "slow stream":
+            def slowly():
+                yield "late "
+                time.sleep(1.5)
+                yield "stream"
+            return slowly()
         if text == "broken":
             def chunks():
                 yield "half"
@@ -213,10 +219,15 @@ class TestGroupRobot:
 class TestApp:
     @pytest.fixture
     def wechatbot_sections(self):
-        return {}
+        return {"wechatbot": {"reply_deadline": "1"}}
 
     def test_an_iterator_reply_is_answered_as_text(self, wecom):
         assert wecom.text("stream 4").content == "0,1,2,3,"
+
+    def test_a_late_iterator_reply_is_pushed_joined(self, wecom, fake_wecom_api):
+        assert not wecom.text("slow stream")  # answered empty within reply_deadline
+        sent, = fake_wecom_api.wait_for_sent(1)
+        assert sent["text"]["content"] == "late stream" and sent["touser"] == "zhangsan"
 
     def test_a_suite_callback_is_answered_success(self, wechatbot_app, plugin):
         endpoint = wechatbot_app.extensions["wechatbot"].endpoints[""]

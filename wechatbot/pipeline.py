@@ -9,6 +9,9 @@ gets an :class:`Answer` and sends it; nothing here calls back up.
 
 A retry of a callback (same identity, see ``dedup``) never runs the plugins
 again: it gets the first arrival's answer, waiting for it while it runs.
+On the AI bot an iterator reply becomes a stream (``streaming``): the answer
+is its first frame, and WeCom's refresh polls skip dedup and the plugins,
+answered from the shared store with the stream's current text.
 """
 from __future__ import annotations
 
