@@ -24,8 +24,13 @@ _EXPORTS = {
     **{name: "wecom.replies" for name in (
         "Reply", "ReplyError", "TextReply", "MarkdownReply", "ImageReply", "VoiceReply",
         "VideoReply", "NewsReply", "Article", "TemplateCardUpdateReply",
-        "StreamReply", "TemplateCardReply", "StreamWithTemplateCardReply", "GroupTextReply",
+        "StreamReply", "TemplateCardReply", "StreamWithTemplateCardReply", "GroupTextReply", "ChunkedReply",
     )},
+    **{name: "wecom.aibot" for name in (
+        "AibotCallback", "EnterChatEvent", "FeedbackEvent", "AibotTemplateCardEvent",
+    )},
+    "GroupRobotCallback": "wecom.group_robot",
+    **{name: "wecom.callbacks" for name in ("SuiteEvent", "UnknownCallback")},
 }
 
 __all__ = sorted(_EXPORTS)
