@@ -11,7 +11,9 @@ which mode delivered its message.
 A streamed reply (a generator) sends its text as it grows (the placeholder
 first if the first chunk is slow to come) (the send queue merges what a pending receipt holds back), and
 finishes before the stream's window closes; text beyond 20480 bytes, or
-written after the window, follows as markdown pushes.
+written after the window, follows as markdown pushes. Each stream is kept in
+the store while it runs: if its process dies, the next holder ends it with a
+visible note instead of leaving the user a bubble that never finishes.
 """
 from __future__ import annotations
 
@@ -172,7 +174,7 @@ class LongConnEndpoint:
 
 
 class _Stream:
-    """One streamed answer: the placeholder at once, the text as it grows, one finishing frame."""
+    """One streamed answer: the text as it grows (the placeholder while the first chunk is slow), one finishing frame."""
 
     def __init__(self, service: LongConnEndpoint, message: Message, req_id: str, closes_at: float,
                  plugin: str | None) -> None:
