@@ -57,11 +57,15 @@ def backoff(attempt: int, base: float, cap: float, rng: random.Random | None = N
 
 
 class Holder:
-    """Keeps the one connection of one bot while this process holds the bot's lease."""
+    """Keeps the one connection of one bot while this process holds the bot's lease.
+
+    ``on_callback`` gets every callback frame (on the reader thread: hand work
+    off quickly); ``on_acquired`` runs each time this process takes the lease.
+    """
 
     def __init__(self, settings: ConnectionSettings, store: Store, on_callback: Callable[[dict[str, Any]], None], *,
-                 on_acquired: Callable[[], None] | None = None, queue: SendQueue | None = None, lease_ttl: float = 5.0, standby_poll: float = 1.0,
-                 outbox_poll: float = 0.1, reconnect_backoff: tuple[float, float] = (1.0, 30.0),
+                 on_acquired: Callable[[], None] | None = None, queue: SendQueue | None = None,
+                 lease_ttl: float = 5.0, standby_poll: float = 1.0, outbox_poll: float = 0.1, reconnect_backoff: tuple[float, float] = (1.0, 30.0),
                  refused_backoff: tuple[float, float] = (5.0, 300.0),
                  kick_backoff: tuple[float, float] = (30.0, 600.0)) -> None:
         self.settings = settings
