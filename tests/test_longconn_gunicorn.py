@@ -17,7 +17,7 @@ import pytest
 
 from wechatbot.longconn import protocol
 from wechatbot.store import PREFIXES, open_store
-from wechatbot.testing import free_port, ini_text, wait_until_serving
+from wechatbot.testing import free_port, ini_text, redis_test_url, wait_until_serving
 from wechatbot.testing.fake_longconn import FakeLongConnServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -92,8 +92,25 @@ def fake():
         yield server
 
 
-def test_one_connection_takeover_after_sigkill_and_each_message_answered_once(tmp_path, fake) -> None:
-    store_url = f"sqlite:///{tmp_path / 'shared.db'}"
+@pytest.fixture(params=["sqlite", "redis"])
+def store_url(request, tmp_path) -> str:
+    """The store both hosts share: one SQLite file (one machine), or Redis (several)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'shared.db'}"
+    import redis
+
+    url = redis_test_url(0)
+    client = redis.Redis.from_url(url, socket_connect_timeout=1)
+    try:
+        client.flushdb()
+    except redis.ConnectionError as exc:
+        pytest.skip(f"no Redis server at 127.0.0.1:6379 ({exc})")
+    finally:
+        client.close()
+    return url
+
+
+def test_one_connection_takeover_after_sigkill_and_each_message_answered_once(tmp_path, fake, store_url) -> None:
     runs = tmp_path / "runs.txt"
     runs.touch()
     hosts = [Gunicorn(tmp_path, name, fake, store_url, runs) for name in ("a", "b")]
