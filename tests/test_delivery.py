@@ -188,6 +188,79 @@ def test_job_held_by_a_live_worker_is_not_run_twice(tmp_path) -> None:
         jobs.stop()
 
 
+def _wait_for(ran: list, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not ran and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def test_guard_is_safe_once_adopt_returns_even_if_a_consumer_dies_at_once(tmp_path) -> None:
+    store = open_store(f"sqlite:///{tmp_path}/s.db")
+    queue = f"sqlite:///{tmp_path}/s.db"
+    dying = Jobs(store, queue_for(queue), lambda record: None, lease=1.0)
+    dying.adopt({"app": "", "plaintext": "<xml/>", "kind": "dispatch"}, "cb:killed")
+    dying.held.clear()  # its process is SIGKILLed: the lease is not renewed
+    # What that process's own consumer does in its last instant: take whatever
+    # is waiting on the queue off it, and die before doing anything with it.
+    queue_for(queue).storage.dequeue()
+    ran: list[dict] = []
+    survivor = Jobs(store, queue_for(queue), ran.append, lease=1.0)
+    survivor.start()
+    try:
+        _wait_for(ran, 6)
+        assert [r["key"] for r in ran] == ["cb:killed"] and ran[0]["attempts"] == 2
+    finally:
+        survivor.stop()
+
+
+def _failing(calls: int, method):
+    """``method``, raising a locked SQLite queue's error on its first ``calls`` calls."""
+    import sqlite3
+
+    left = [calls]
+
+    def call(*args, **kwargs):
+        if left[0] > 0:
+            left[0] -= 1
+            raise sqlite3.OperationalError("database is locked")
+        return method(*args, **kwargs)
+    return call
+
+
+def test_a_busy_queue_does_not_cost_a_late_reply_its_guard(tmp_path, monkeypatch) -> None:
+    store = open_store(f"sqlite:///{tmp_path}/s.db")
+    huey = queue_for(f"sqlite:///{tmp_path}/s.db")
+    jobs = Jobs(store, huey, lambda record: None, lease=1.0)
+    monkeypatch.setattr(huey.storage, "enqueue", _failing(1, huey.storage.enqueue))
+    monkeypatch.setattr(huey.storage, "add_to_schedule", _failing(1, huey.storage.add_to_schedule))
+    jobs.adopt({"app": "", "plaintext": "<xml/>", "kind": "dispatch"}, "cb:busy")  # busy once, tried again
+    jobs.held.clear()
+    ran: list[dict] = []
+    survivor = Jobs(store, queue_for(f"sqlite:///{tmp_path}/s.db"), ran.append, lease=1.0)
+    survivor.start()
+    try:
+        _wait_for(ran, 6)
+        assert [r["key"] for r in ran] == ["cb:busy"]
+    finally:
+        survivor.stop()
+
+
+def test_a_job_whose_next_guard_cannot_be_queued_still_runs(tmp_path, monkeypatch) -> None:
+    store = open_store(f"sqlite:///{tmp_path}/s.db")
+    huey = queue_for(f"sqlite:///{tmp_path}/s.db")
+    ran: list[dict] = []
+    jobs = Jobs(store, huey, ran.append, lease=1.0)
+    jobs.submit({"app": "", "plaintext": "<xml/>", "kind": "dispatch"}, "job-unguarded")
+    for name in ("enqueue", "add_to_schedule"):  # from now on the queue takes nothing
+        monkeypatch.setattr(huey.storage, name, _failing(100, getattr(huey.storage, name)))
+    jobs.start()
+    try:
+        _wait_for(ran, 6)
+        assert [r["key"] for r in ran] == ["job-unguarded"]
+    finally:
+        jobs.stop()
+
+
 class Kinds:
     """Answers a text naming a reply kind with a reply of that kind."""
 

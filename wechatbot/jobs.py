@@ -4,11 +4,12 @@ Once WeCom has been answered it never asks again, so a reply still being
 worked on belongs to the host. Each job is a record in the store plus a huey
 task. huey deletes a task from its queue when a worker takes it, so a worker
 killed mid-job would lose it; every run therefore first schedules its own
-successor (a guard, ``lease`` seconds later) and only then works under a lease
-that a heartbeat keeps fresh. When the guard fires it finds the job done (and
-stops), still leased by a live worker (and schedules the next guard), or
-abandoned (and runs it again). The reply is pushed once; twice only if a
-process dies between pushing and recording that it did.
+successor (a guard, ``lease`` seconds later, written straight to the queue's
+schedule) and only then works under a lease that a heartbeat keeps fresh.
+When the guard fires it finds the job done (and stops), still leased by a
+live worker (and schedules the next guard), or abandoned (and runs it again).
+The reply is pushed once; twice only if a process dies between pushing and
+recording that it did.
 
 The queue lives next to the store: a SQLite file beside the store's (one
 machine, no server), the same Redis (several hosts), or memory (tests).
@@ -72,6 +73,8 @@ JOB_TTL = 24 * 3600.0
 MAX_ATTEMPTS = 3
 #: Jobs kept in a process while the queue cannot be reached.
 SPOOL_LIMIT = 10_000
+#: Tries at writing a guard to a busy queue (a SQLite queue locked past its timeout).
+GUARD_TRIES = 3
 
 
 def queue_for(store_url: str, queue_url: str | None = None) -> Huey:
@@ -242,7 +245,7 @@ class Jobs:
         self.store.set(f"lease:{key}", self.owner, self.lease)
         self._hold(key)
         try:
-            self.task.schedule((key,), delay=self.lease)
+            self._schedule_guard(key)
         except outage_errors() as exc:
             now = time.monotonic()
             if now >= self._next_adopt_warning:
@@ -265,7 +268,11 @@ class Jobs:
             log.error("deferred job %s has no record (expired?); dropped", key)
             return
         # The guard first: if this process dies below, it runs the job again.
-        self.task.schedule((key,), delay=self.lease)
+        try:
+            self._schedule_guard(key)
+        except Exception as exc:
+            log.error("deferred job %s: its next guard could not be queued (%s: %s); it runs without one",
+                      key, type(exc).__name__, " ".join(str(exc).split())[:200])
         if not self.store.add(f"lease:{key}", self.owner, self.lease):
             return  # a live worker holds it
         self._hold(key)
@@ -283,6 +290,27 @@ class Jobs:
         except Exception:
             log.exception("deferred job %s failed", key)
         self.finish(key)
+
+    def _schedule_guard(self, key: str) -> None:
+        """File the job's next guard under the queue's schedule, ``lease`` seconds from now.
+
+        huey's ``task.schedule()`` puts a delayed task on the queue itself; a
+        consumer takes it off and only then files it under the schedule. A
+        process killed in between (often the one whose job the guard protects,
+        as its own consumer is polling) takes the guard with it, and the job is
+        never found again. Written to the schedule directly, the guard is safe
+        once this returns. A queue too busy to take it is tried again; the
+        last failure is raised.
+        """
+        guard = self.task.s(key, delay=self.lease)
+        for attempt in range(1, GUARD_TRIES + 1):
+            try:
+                self.huey.add_schedule(guard)
+                return
+            except Exception:
+                if attempt == GUARD_TRIES:
+                    raise
+                time.sleep(0.1 * attempt)
 
     # -- leases ------------------------------------------------------------
 
