@@ -75,7 +75,8 @@ def test_http_5xx_and_busy_answers_are_retried_until_delivered(fake: FakeWeComAP
     fake.fail_next("message/send", -1, times=4)  # more than the client's own retries
     with caplog.at_level(logging.INFO):
         assert not wecom.text("late but there")  # answered empty: the reply is pushed
-        wait_for(lambda: markdown_sent(fake) == ["**late but there**"])
+        # The fake records the message on arrival; the host counts it once the answer is back.
+        wait_for(lambda: markdown_sent(fake) == ["**late but there**"] and pushes["sent"] == 1)
     assert pushes["retried"] >= 2 and pushes["sent"] == 1 and pushes["failed"] == 0
     assert plugin.errors == []
     assert not any(r.exc_info for r in caplog.records if r.name.startswith("wechatbot"))
@@ -88,7 +89,7 @@ def test_a_permanent_error_is_logged_once_with_its_hint_and_reported(fake: FakeW
     fake.fail_next("message/send", errcode, times=5)
     with caplog.at_level(logging.INFO):
         assert not wecom.text("nobody gets this")
-        wait_for(lambda: pushes["failed"] == 1)
+        wait_for(lambda: pushes["failed"] == 1 and plugin.errors)  # counted, then reported
         time.sleep(0.3)
     assert len(fake.requests_to("message/send")) == 1  # not tried again
     lines = [r.getMessage() for r in caplog.records if "could not be pushed" in r.getMessage()]
@@ -101,6 +102,6 @@ def test_a_push_failing_past_push_retry_for_is_given_up_and_reported(fake: FakeW
     wecom, host, pushes = make_host(fake, plugin, push_retry_for="0.5")
     fake.fail_http_next("message/send", 503, times=1000)
     assert not wecom.text("never")
-    wait_for(lambda: pushes["failed"] == 1)
+    wait_for(lambda: pushes["failed"] == 1 and plugin.errors)  # counted, then reported
     assert pushes["retried"] >= 1 and markdown_sent(fake) == []
     assert plugin.errors and plugin.errors[0][1] == "push"
