@@ -159,3 +159,11 @@ def test_token_shared_by_all_workers_after_it_expires(host, fake) -> None:
     pushed = [m["touser"] for m in fake.sent if m["text"]["content"].startswith("pushed push u")]
     assert sorted(pushed) == sorted(users)
     assert 1 <= fake.gettoken_calls - calls_before <= 3  # one refresh (a few at most) for 4 workers
+
+
+def test_a_gunicorn_that_never_answers_is_reported_with_the_end_of_its_log(tmp_path) -> None:
+    config = tmp_path / "config.ini"
+    config.write_text("[wechatbot]\nstore = nonsense://\n")
+    with pytest.raises(RuntimeError, match=r"did not answer within 3 s: (.|\n)*wechatbot: cannot start") as raised:
+        Gunicorn(ROOT, config, tmp_path / "gunicorn.log", workers=1, start_timeout=3)
+    assert "Booting worker" in str(raised.value)

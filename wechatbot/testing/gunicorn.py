@@ -17,11 +17,13 @@ class Gunicorn:
     ``config`` is the host's config file; its output (error log, and the
     access log when ``env`` asks for one) goes to ``log_path``. It answers
     ``/healthz`` before the constructor returns, or the constructor raises
-    ``RuntimeError`` with the end of the log.
+    ``RuntimeError`` with the end of the log after ``start_timeout`` seconds
+    (generous: on a busy machine each worker takes seconds to import and build).
     """
 
     def __init__(self, root: str | os.PathLike[str], config: str | os.PathLike[str], log_path: str | os.PathLike[str], *,
-                 workers: int = 2, threads: int = 8, env: Mapping[str, str] | None = None) -> None:
+                 workers: int = 2, threads: int = 8, env: Mapping[str, str] | None = None,
+                 start_timeout: float = 60.0) -> None:
         self.url = f"http://127.0.0.1:{free_port()}"
         self.log_path = Path(log_path)
         full_env = {**os.environ, "WECHATBOT_CONFIG": str(config), "WECHATBOT_BIND": self.url[len("http://"):],
@@ -30,10 +32,11 @@ class Gunicorn:
         self.process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"],
                                         cwd=root, env=full_env, stdout=self._log, stderr=subprocess.STDOUT)
         try:
-            wait_until_serving(self.url)
+            wait_until_serving(self.url, timeout=start_timeout)
         except TimeoutError:
+            tail = self.log_text()[-3000:]  # read before stop() closes the log
             self.stop()
-            raise RuntimeError("gunicorn did not start: " + self.log_text()[-3000:]) from None
+            raise RuntimeError(f"gunicorn did not answer within {start_timeout:g} s: {tail}") from None
 
     def log_text(self) -> str:
         """Everything gunicorn wrote so far."""
