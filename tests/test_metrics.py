@@ -2,7 +2,11 @@
 counts here; tests/test_operations.py checks them added up under gunicorn)."""
 from __future__ import annotations
 
+import logging
+import re
 import time
+
+import pytest
 
 from wechatbot import hookimpl
 from wechatbot.metrics import sample
@@ -93,3 +97,32 @@ def test_readiness_names_what_does_not_answer() -> None:
         raise TimeoutError("no answer in 5 s")
 
     assert readiness(MemoryStore(), queue_down) == (False, "store: ok\nqueue: TimeoutError: no answer in 5 s\n")
+
+
+class Streamer:
+    """Answers with a stream of chunks."""
+
+    wechatbot_inline = False
+
+    @hookimpl
+    def handle_message(self, message):
+        return (f"{i}," for i in range(5))
+
+
+class TestAIBotStream:
+    @pytest.fixture
+    def wechatbot_plugins(self):
+        return {"streamer": Streamer()}
+
+    @pytest.fixture
+    def wechatbot_sections(self):
+        return {"wecom": {"type": "aibot"}}
+
+    def test_a_streamed_answer_is_logged_as_stream_and_its_polls_counted(self, wecom, caplog) -> None:
+        polls = sample("wechatbot_stream_polls_total", app="wecom")
+        with caplog.at_level(logging.INFO, logger="wechatbot.callback"):
+            result = wecom.text("hello")
+        assert result.finish and result.content == "0,1,2,3,4,"
+        lines = [r.getMessage() for r in caplog.records if r.name == "wechatbot.callback"]
+        assert any(re.fullmatch(r"\[wecom\] text from \S+: answered by streamer \(stream\) in \d+\.\d ms", l) for l in lines), lines
+        assert result.polls > 0 and sample("wechatbot_stream_polls_total", app="wecom") == polls + result.polls

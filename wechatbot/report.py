@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("wechatbot.callback")
 
 #: How an answer went, in the words of the log line.
-HOW = {Route.PASSIVE: "passive", Route.PUSH_NOW: "pushed", Route.PUSH_LATER: "late", Route.EMPTY: "empty"}
+HOW = {Route.PASSIVE: "passive", Route.STREAM: "stream", Route.PUSH_NOW: "pushed", Route.PUSH_LATER: "late",
+       Route.EMPTY: "empty"}
 RETRY_PLUGIN = "(retry)"  # what the pipeline names as the answerer of a retry
 
 
