@@ -3,7 +3,9 @@
 huey's storage module imports redis-py (with asyncio, about 7 MiB per
 worker) even for a SQLite queue; wechatbot imports huey without it, and a
 Redis queue brings it back. On Linux, AES runs on the libcrypto Python has
-loaded already, not on cryptography's own copy of OpenSSL (about 8 MiB). Each check runs in a fresh interpreter, since
+loaded already, not on cryptography's own copy of OpenSSL (about 8 MiB). The
+HTTP client (requests) and websockets come only with a push or a long
+connection. Each check runs in a fresh interpreter, since
 this test process has loaded redis already.
 """
 from __future__ import annotations
@@ -45,10 +47,10 @@ def test_a_sqlite_host_does_not_load_redis(tmp_path: Path) -> None:
         from wechatbot.wecom import aes
         cryptography = "cryptography" in sys.modules
         print(wecom.text("hello").content, "redis" in sys.modules, "asyncio" in sys.modules,
-              cryptography if aes.BACKEND == "libcrypto" else False)
+              cryptography if aes.BACKEND == "libcrypto" else False, "websockets" in sys.modules)
         app.extensions["wechatbot"].close()
     """, tmp_path)
-    assert out == "hello False False False"
+    assert out == "hello False False False False"
 
 
 def test_a_redis_queue_works_after_huey_was_imported_without_redis(tmp_path: Path) -> None:

@@ -15,7 +15,6 @@ from .dedup import Dedup
 from .deferred import run_job
 from .endpoint import Endpoint
 from .jobs import Jobs, queue_for
-from .longconn.service import LongConnEndpoint
 from .outage import ResilientStore
 from .outbox import Outbox
 from .pipeline import Pipeline
@@ -62,10 +61,13 @@ class Host:
         self.pipeline = Pipeline(config, self.dedup, self.pool, self.jobs, self.outbox,
                                  Streaming(self.streams, self.pool, self.outbox))
         #: The AI bots on their long connection (``mode = websocket``), by endpoint name.
-        self.long_connections = {
-            name: LongConnEndpoint(endpoint, config, self.store, self.dedup, self.pool)
-            for name, endpoint in self.endpoints.items() if endpoint.config.is_websocket
-        }
+        self.long_connections: dict[str, Any] = {}
+        for name, endpoint in self.endpoints.items():
+            if endpoint.config.is_websocket:
+                # Imported only here: hosts without a long connection never load websockets.
+                from .longconn.service import LongConnEndpoint
+
+                self.long_connections[name] = LongConnEndpoint(endpoint, config, self.store, self.dedup, self.pool)
         for name, section in config.schedule_settings.items():
             if section.get("endpoint", "").strip() not in self.endpoints:
                 known = ", ".join(repr(n) for n in self.endpoints)

@@ -17,18 +17,15 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from . import metrics
-from .api.hints import WeComError, is_transient
-from .longconn.push import send_via_long_connection
 from .pool import BoundedPool
 from .wecom.messages import Message
-from .api.bot_push import post_to_url
-from .api.hints import WeComNetworkError
 from .wecom.bot_replies import cut_utf8
 from .wecom.limits import RESPONSE_URL_MARKDOWN_LIMIT
 from .wecom.replies import ChunkedReply, MarkdownReply, Reply, TextReply
 
 if TYPE_CHECKING:
     from .endpoint import Endpoint
+    from .api.hints import WeComError
     from .jobs import Jobs
     from .schedules import Target
 
@@ -63,6 +60,10 @@ def _joined(reply: Reply) -> Reply | None:
 
 def _post_retrying(url: str, body: dict, attempts: int = 3, pause: float = 0.5) -> dict:
     """POST to a callback's URL, again after a network failure (WeCom's errcodes are final)."""
+    # Imported here: the HTTP client (requests) stays out of the workers' memory until a push needs it.
+    from .api.bot_push import post_to_url
+    from .api.hints import WeComNetworkError
+
     for attempt in range(attempts):
         try:
             return post_to_url(url, body)
@@ -95,6 +96,16 @@ def send_via_response_url(endpoint: Endpoint, reply: Reply, message: Message) ->
                         endpoint.section, RESPONSE_URL_MARKDOWN_LIMIT, len(lost), message.from_user)
         reply = MarkdownReply(head)
     return [_post_retrying(url, AibotChannel.push_body(reply))]
+
+
+def send_via_long_connection(endpoint: Endpoint, reply: Reply, message: Message) -> list[dict]:
+    """Push ``reply`` as frames on the AI bot's long connection (:mod:`wechatbot.longconn.push`).
+
+    Imported on first use, so that hosts without a long connection never load websockets.
+    """
+    from .longconn.push import send_via_long_connection as send
+
+    return send(endpoint, reply, message)
 
 
 def send_via_webhook(endpoint: Endpoint, reply: Reply, message: Message) -> list[dict]:
@@ -184,6 +195,8 @@ class Outbox:
 
     def _attempt(self, endpoint: Endpoint, reply: Reply, message: Message, plugin: str | None, attempt: int,
                  first_try: float) -> list | None:
+        from .api.hints import WeComError  # the API client (requests) loads with the first push
+
         try:
             sent = SENDERS[endpoint.channel.push_via](endpoint, reply, message)
         except WeComError as exc:
@@ -207,6 +220,8 @@ class Outbox:
 
     def _failed(self, endpoint: Endpoint, reply: Reply, message: Message, plugin: str | None, attempt: int,
                 first_try: float, exc: WeComError) -> None:
+        from .api.hints import is_transient
+
         delay = min(self.retry_base * 2 ** (attempt - 1), MAX_RETRY_PAUSE)
         if is_transient(exc) and self.jobs is not None and time.time() + delay - first_try <= self.retry_for:
             try:

@@ -7,7 +7,6 @@ a text in parts of 2048 bytes, a markdown in parts of 4096.
 """
 from __future__ import annotations
 
-import xmltodict
 
 from ..wecom.bot_replies import GROUP_MARKDOWN_LIMIT, GROUP_TEXT_LIMIT, GroupTextReply, group_markdown_xml
 from ..wecom.callbacks import parse_or_unknown
@@ -32,6 +31,8 @@ class GroupRobotChannel(Channel):
         return parse_or_unknown(plaintext, parse_group_robot)
 
     def dump(self, message: Message) -> str:
+        import xmltodict  # only deferred jobs need it: kept out of the workers' memory until then
+
         return xmltodict.unparse({"xml": message.raw}, full_document=False)
 
     def can_answer_passively(self, reply: Reply, message: Message) -> bool:
