@@ -11,6 +11,7 @@ import atexit
 import hashlib
 import logging
 import os
+import socket
 import threading
 import time
 
@@ -26,8 +27,24 @@ RUNNING = "running"
 NO_REPLY = "none"
 DEFERRED = "deferred"
 REPLY_PREFIX = "reply:"
+#: Seconds after which a claim still "running" counts as abandoned: its
+#: process should have answered or deferred the callback long before.
+SILENT_AFTER = 10.0
 #: Every callback's dedup key starts with this.
 CALLBACK_PREFIX = "cb:"
+
+
+def _owner_alive(host: str, pid: int) -> bool:
+    """Whether the process that claimed a callback can still be running (unknown: yes)."""
+    if host != socket.gethostname():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
 
 
 def callback_key(app_name: str, message: Message, plaintext: str) -> str:
@@ -49,9 +66,12 @@ class Dedup:
     process or waits for it.
     """
 
-    def __init__(self, store: Store, ttl: float = DEDUP_TTL, flush_every: float = 0.1) -> None:
+    def __init__(self, store: Store, ttl: float = DEDUP_TTL, flush_every: float = 0.1,
+                 silent_after: float = SILENT_AFTER) -> None:
         self.store = store
         self.ttl = ttl
+        self.silent_after = silent_after
+        self._host = socket.gethostname()
         self.flush_every = flush_every
         self._pending: dict[str, str] = {}
         self._lock = threading.Lock()
@@ -61,8 +81,40 @@ class Dedup:
         self._writer_pid: int | None = None
 
     def claim(self, key: str) -> bool:
-        """True for the first arrival of a callback, False for a retry."""
-        return self.store.add(key, RUNNING, self.ttl)
+        """True for the first arrival of a callback, False for a retry.
+
+        The claim is a lease held by a live process: ``running:<host>:<pid>:<since>``.
+        A retry that finds its owner dead (same machine) or still running
+        ``silent_after`` seconds after it claimed takes the callback over and
+        runs it: once, since a claim taken over is never taken over again.
+        """
+        if self.store.add(key, self._running(), self.ttl):
+            return True
+        state = self.store.get(key)
+        if state is None or not self._abandoned(state):
+            return False
+        self.store.release(key, state)
+        if not self.store.add(key, self._running(taken_over=True), self.ttl):
+            return False  # another retry took it first
+        log.warning("callback %s taken over: its first arrival's process is dead or silent", key)
+        return True
+
+    def _running(self, taken_over: bool = False) -> str:
+        return f"{RUNNING}:{self._host}:{os.getpid()}:{time.time():.3f}" + (":again" if taken_over else "")
+
+    def _abandoned(self, state: str) -> bool:
+        """Whether a ``running`` claim's owner died or went silent (and it was not taken over yet)."""
+        parts = state.split(":")
+        if parts[0] != RUNNING or len(parts) != 4:
+            return False  # answered, deferred, or already taken over once
+        _, host, pid, since = parts
+        try:
+            pid_number, claimed_at = int(pid), float(since)
+        except ValueError:
+            return False
+        if time.time() - claimed_at > self.silent_after:
+            return True
+        return pid_number != os.getpid() and not _owner_alive(host, pid_number)
 
     def answered(self, key: str, reply_xml: str | None) -> None:
         """Remember the plaintext reply XML (``None``: answered empty)."""
@@ -86,7 +138,7 @@ class Dedup:
         delay = 0.01
         while True:
             state = self.state(key)
-            if state is None or state != RUNNING:
+            if state is None or not state.startswith(RUNNING):
                 return state[len(REPLY_PREFIX):] if state and state.startswith(REPLY_PREFIX) else None
             if time.monotonic() + delay > deadline:
                 return None

@@ -54,7 +54,8 @@ class Host:
             self.endpoints[name] = Endpoint(endpoint, config, plugins, plugin_manager(plugins), self.store, self.jobs.submit,
                                            path=url_prefix + endpoint.path)
         self.loaded = cache
-        self.dedup = Dedup(self.store)
+        # A claim still "running" half a second past the deadline belongs to a process that died or froze.
+        self.dedup = Dedup(self.store, silent_after=config.reply_deadline + 0.5)
         self.pool = BoundedPool(config.deferred_workers, config.deferred_queue)
         self.outbox = Outbox(self.pool, self.jobs, retry_for=config.push_retry_for)
         self.streams = Streams(self.store, window=config.stream_window, placeholder=config.stream_placeholder)
