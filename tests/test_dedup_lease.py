@@ -21,40 +21,46 @@ def test_a_first_arrival_alive_keeps_its_claim() -> None:
     store = MemoryStore()
     first, retry = Dedup(store, silent_after=5.0), Dedup(store, silent_after=5.0)
     assert first.claim("cb:x:msg:1")
-    assert not retry.claim("cb:x:msg:1")
+    assert not retry.claim("cb:x:msg:1", take_over=True)
 
 
 def test_a_claim_whose_process_died_is_taken_over_once() -> None:
     store = MemoryStore()
     store.set("cb:x:msg:2", f"running:{socket.gethostname()}:{dead_pid()}:{time.time():.3f}")
     retry, later_retry = Dedup(store), Dedup(store)
-    assert retry.claim("cb:x:msg:2")  # its owner is dead: run it
-    assert not later_retry.claim("cb:x:msg:2")  # taken over once: never again
+    assert retry.claim("cb:x:msg:2", take_over=True)  # its owner is dead: run it
+    assert not later_retry.claim("cb:x:msg:2", take_over=True)  # taken over once: never again
 
 
 def test_a_claim_silent_past_the_deadline_is_taken_over_once() -> None:
     store = MemoryStore()
     first = Dedup(store, silent_after=0.2)
-    assert first.claim("cb:x:msg:3")
-    assert not Dedup(store, silent_after=0.2).claim("cb:x:msg:3")
+    assert first.claim("cb:x:msg:3", take_over=True)
+    assert not Dedup(store, silent_after=0.2).claim("cb:x:msg:3", take_over=True)
     time.sleep(0.3)
-    assert Dedup(store, silent_after=0.2).claim("cb:x:msg:3")
+    assert Dedup(store, silent_after=0.2).claim("cb:x:msg:3", take_over=True)
     time.sleep(0.3)
-    assert not Dedup(store, silent_after=0.2).claim("cb:x:msg:3")
+    assert not Dedup(store, silent_after=0.2).claim("cb:x:msg:3", take_over=True)
 
 
 def test_an_answered_callback_is_never_taken_over() -> None:
     store = MemoryStore()
     first = Dedup(store, silent_after=0.1)
-    assert first.claim("cb:x:msg:4")
+    assert first.claim("cb:x:msg:4", take_over=True)
     first.answered("cb:x:msg:4", "<xml/>")
     first.flush()
     time.sleep(0.2)
-    assert not Dedup(store, silent_after=0.1).claim("cb:x:msg:4")
+    assert not Dedup(store, silent_after=0.1).claim("cb:x:msg:4", take_over=True)
     assert Dedup(store).wait_for_answer("cb:x:msg:4", 0.1) == "<xml/>"
 
 
 def test_a_claim_on_another_machine_is_judged_by_its_age_only() -> None:
     store = MemoryStore()
     store.set("cb:x:msg:5", f"running:another-host:{dead_pid()}:{time.time():.3f}")
-    assert not Dedup(store, silent_after=5.0).claim("cb:x:msg:5")
+    assert not Dedup(store, silent_after=5.0).claim("cb:x:msg:5", take_over=True)
+
+
+def test_without_take_over_a_dead_owners_claim_stays() -> None:
+    store = MemoryStore()
+    store.set("cb:x:msg:6", f"running:{socket.gethostname()}:{dead_pid()}:{time.time() - 60:.3f}")
+    assert not Dedup(store).claim("cb:x:msg:6")

@@ -80,16 +80,20 @@ class Dedup:
         self._writer: threading.Thread | None = None
         self._writer_pid: int | None = None
 
-    def claim(self, key: str) -> bool:
+    def claim(self, key: str, take_over: bool = False) -> bool:
         """True for the first arrival of a callback, False for a retry.
 
         The claim is a lease held by a live process: ``running:<host>:<pid>:<since>``.
-        A retry that finds its owner dead (same machine) or still running
-        ``silent_after`` seconds after it claimed takes the callback over and
-        runs it: once, since a claim taken over is never taken over again.
+        With ``take_over`` (WeCom's HTTP callbacks, whose first arrival always
+        records how it was answered), a retry that finds its owner dead (same
+        machine) or still running ``silent_after`` seconds after it claimed
+        takes the callback over and runs it: once, since a claim taken over is
+        never taken over again.
         """
         if self.store.add(key, self._running(), self.ttl):
             return True
+        if not take_over:
+            return False
         state = self.store.get(key)
         if state is None or not self._abandoned(state):
             return False

@@ -158,7 +158,7 @@ class Pipeline:
     def _claim(self, endpoint: Endpoint, key: str) -> bool:
         """True for a first arrival. A store that fails counts as one: answer it, do not 500."""
         try:
-            return self.dedup.claim(key)
+            return self.dedup.claim(key, take_over=True)
         except Exception as exc:
             log.error("[%s] store unavailable, %s handled without retry detection: %s: %s",
                       endpoint.section, key, type(exc).__name__, exc)
