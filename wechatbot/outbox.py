@@ -170,8 +170,10 @@ class Outbox:
     A push that fails for a passing reason (network, HTTP 5xx, WeCom busy,
     rate limits) is tried again as a durable job, after pauses that grow from
     ``retry_base`` seconds, for up to ``retry_for`` seconds; one that fails
-    for good is logged once with its hint, counted (``wechatbot_pushes{outcome="failed"}``) and
-    reported to the plugins' ``plugin_error`` hook (hook name ``push``).
+    for good, or cannot be made at all (a message without ``response_url`` or
+    ``WebhookUrl``, a reply the channel cannot push), is logged once with its
+    hint, counted (``wechatbot_pushes{outcome="failed"}``) and reported to the
+    plugins' ``plugin_error`` hook (hook name ``push``).
     """
 
     def __init__(self, pool: BoundedPool, jobs: Jobs | None = None, retry_for: float = 600.0,
@@ -199,7 +201,7 @@ class Outbox:
 
         try:
             sent = SENDERS[endpoint.channel.push_via](endpoint, reply, message)
-        except WeComError as exc:
+        except (WeComError, ValueError) as exc:  # ValueError: no URL to push to, or no form for the channel
             self._failed(endpoint, reply, message, plugin, attempt, first_try, exc)
             return None
         metrics.pushed(endpoint.section, ok=True)
@@ -219,7 +221,7 @@ class Outbox:
         log.info("[%s] pushed %s to %s", endpoint.section, reply.msg_type, ", ".join(str(t) for t in targets))
 
     def _failed(self, endpoint: Endpoint, reply: Reply, message: Message, plugin: str | None, attempt: int,
-                first_try: float, exc: WeComError) -> None:
+                first_try: float, exc: WeComError | ValueError) -> None:
         from .api.hints import is_transient
 
         delay = min(self.retry_base * 2 ** (attempt - 1), MAX_RETRY_PAUSE)
