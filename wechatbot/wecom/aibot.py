@@ -80,8 +80,18 @@ def _int(d: Any, key: str) -> int | None:
         return None
     try:
         return int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: JSON's Infinity
         return None
+
+
+def _reason(value: Any) -> int | None:
+    """One inaccurate-reason code: a small non-negative integer, or a string of ASCII digits ("²" is a digit too)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if 0 <= value < 10**9 else None
+    text = value.strip() if isinstance(value, str) else ""
+    return int(text) if text.isascii() and text.isdigit() and len(text) < 10 else None
 
 
 # A group message starts with the bot's mention: "@RobotA hello". WeCom puts a
@@ -326,7 +336,7 @@ def _event(common: dict[str, Any], raw: dict) -> Message:
             card_type=_str(detail, "card_type"), selected_items=items, detail=detail,
         )
     if kind == "feedback_event":
-        reasons = [int(r) for r in _list(detail.get("inaccurate_reason_list")) if str(r).strip().isdigit()]
+        reasons = [r for r in map(_reason, _list(detail.get("inaccurate_reason_list"))) if r is not None]
         return FeedbackEvent(
             **common, detail=detail, feedback_id=_str(detail, "id"), feedback_type=_int(detail, "type"),
             content=_str(detail, "content"), reasons=reasons,
