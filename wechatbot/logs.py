@@ -93,12 +93,16 @@ def _traceback(formatter: logging.Formatter, record: logging.LogRecord) -> str:
 
 
 class TextFormatter(logging.Formatter):
-    """``2026-12-01T10:00:00.123Z INFO [pid] logger [request id]: message``."""
+    """``2026-12-01T10:00:00.123Z INFO [pid] logger [request id]: message``, one line (line breaks
+    in the message are written as ``\\n``); a traceback follows on lines of its own."""
 
     def format(self, record: logging.LogRecord) -> str:
         request_id = _request_id.get()
+        message = record.getMessage()
+        if "\n" in message or "\r" in message:  # a user id or msgtype with a line break must not forge lines
+            message = message.replace("\r", "\\r").replace("\n", "\\n")
         line = (f"{_iso_time(record.created)} {record.levelname} [{record.process}] {record.name}"
-                f"{' [' + request_id + ']' if request_id else ''}: {record.getMessage()}")
+                f"{' [' + request_id + ']' if request_id else ''}: {message}")
         if record.exc_info:
             line += "\n" + _traceback(self, record)
         return line
