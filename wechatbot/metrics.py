@@ -10,11 +10,14 @@ variable (``wechatbot serve``, tests) the counts are this process's own.
 The call sites are few: the callback path reports each callback once
 (:func:`callback_done`), the plugin caller each call, the outbox each push.
 Label values are names from the config (apps, plugins) and fixed words,
-never user input, so the number of series stays small.
+so the number of series stays small. The one label a callback decides, its
+kind (its msgtype or event), is kept to :data:`MAX_KINDS` names that look
+like WeCom's; any other counts as ``other``.
 """
 from __future__ import annotations
 
 import os
+import re
 from typing import Any, Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -70,9 +73,29 @@ def _child(metric: Counter | Histogram, *labels: str) -> Any:
         return child
 
 
+#: Distinct callback kinds counted apart. A callback names its own msgtype and
+#: event: beyond these many, or for a name no WeCom kind looks like, it counts
+#: as ``other`` (else each absurd callback would add a series, for ever).
+MAX_KINDS = 64
+_KIND_NAME = re.compile(r"(?:(?:event:)?[A-Za-z][A-Za-z0-9_.]{0,39})?")
+_kinds: set[str] = set()
+
+
+def _kind_label(kind: str) -> str:
+    if kind not in _kinds:
+        if len(_kinds) >= MAX_KINDS or not _KIND_NAME.fullmatch(kind):
+            return "other"
+        _kinds.add(kind)
+    return kind
+
+
 def callback_done(app: str, kind: str, outcome: str, seconds: float | None = None, reason: str = "") -> None:
     """Count one callback (and how long it took, when it was answered at all)."""
-    _child(CALLBACKS, app, kind, outcome, reason).inc()
+    try:
+        child = _children[(CALLBACKS, (app, kind, outcome, reason))]
+    except KeyError:  # a new kind, outcome or reason: only kinds that pass _kind_label are remembered
+        child = _child(CALLBACKS, app, _kind_label(kind), outcome, reason)
+    child.inc()
     if seconds is not None:
         _child(CALLBACK_SECONDS, app).observe(seconds)
 
