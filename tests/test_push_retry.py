@@ -105,3 +105,24 @@ def test_a_push_failing_past_push_retry_for_is_given_up_and_reported(fake: FakeW
     wait_for(lambda: pushes["failed"] == 1 and plugin.errors)  # counted, then reported
     assert pushes["retried"] >= 1 and markdown_sent(fake) == []
     assert plugin.errors and plugin.errors[0][1] == "push"
+
+
+@pytest.mark.parametrize("kind", ["aibot", "group_robot"])
+def test_a_late_reply_with_no_url_to_push_to_is_reported_once_without_a_traceback(kind, caplog) -> None:
+    """A bot message that carries no response_url / WebhookUrl: its push cannot be made, which is a permanent failure."""
+    plugin = Pushes()
+    app = make_app(app_sections(wecom={"type": kind}, wechatbot={"store": "memory://", "queue": "memory://"}),
+                   plugins={"pushes": plugin})
+    wecom = simulated_wecom(app)
+    with caplog.at_level(logging.INFO):
+        if kind == "aibot":
+            doc = wecom.document("text", {"content": "x" * 30000})
+            del doc["response_url"]
+            assert wecom.post(doc).finish  # a stream shows 20480 bytes; the rest would go through response_url
+        else:
+            wecom.webhook_url = ""
+            assert not wecom.text("x" * 5000)  # over a passive markdown's 4096 bytes: pushed through the webhook
+        wait_for(lambda: plugin.errors)
+    lines = [r for r in caplog.records if "could not be pushed" in r.getMessage()]
+    assert len(lines) == 1 and not lines[0].exc_info and "late reply cannot be sent" in lines[0].getMessage()
+    assert plugin.errors[0][:2] == ("pushes", "push")

@@ -193,7 +193,7 @@ class Pipeline:
             self.dedup.answered(key, passive)
             rest = endpoint.channel.overflow(asked.reply)
             if rest:  # what a finished stream could not show follows through the outbox
-                self.outbox.push_soon(endpoint, MarkdownReply(rest), message)
+                self.outbox.push_soon(endpoint, MarkdownReply(rest), message, asked.plugin)
             return passive
         if route is Route.STREAM:
             assert isinstance(asked.reply, ChunkedReply)

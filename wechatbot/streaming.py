@@ -73,7 +73,7 @@ class Streaming:
             log.info("[%s] stream %s ended (%s): %d more characters go through response_url",
                      endpoint.section, writer.stream_id, ending.reason, len(rest))
             try:
-                self.outbox.push(endpoint, MarkdownReply(rest), message)
+                self.outbox.push(endpoint, MarkdownReply(rest), message, plugin)
             except Exception:
                 log.exception("[%s] the rest of stream %s could not be sent to %s", endpoint.section,
                               writer.stream_id, message.from_user)
