@@ -21,7 +21,7 @@ import time
 from typing import Any, Callable, Mapping
 from urllib.parse import parse_qsl
 
-from flask import Blueprint, Flask, Response, current_app, request
+from flask import Blueprint, Flask, Request, Response, current_app, request
 
 from . import logs, report
 from .config import Config, load_config
@@ -117,50 +117,51 @@ def _view(host: Host, endpoint: Endpoint, max_body: int, response_class: type[Re
     pipeline = host.pipeline
     section = endpoint.section
 
-    def refuse(status: int, text: str, reason: str, started: float) -> Response:
+    def refuse(req: Request, status: int, text: str, reason: str, started: float) -> Response:
         """One log line (no secrets), counted by ``reason``, and a plain-text answer."""
-        log.warning("refused %s %s from %s: %d %s", request.method, request.path, request.remote_addr, status, text)
-        if request.method == "POST":
+        log.warning("refused %s %s from %s: %d %s", req.method, req.path, req.remote_addr, status, text)
+        if req.method == "POST":
             report.refused(section, reason, time.perf_counter() - started)
         return response_class(text + "\n", status=status, mimetype="text/plain")
 
     def observed() -> Response:
         """The callback with its id: on every log line about it, and in X-Request-Id."""
         started = time.perf_counter()
-        request_id = logs.begin_request(request.headers.get(logs.REQUEST_ID_HEADER))
+        req = request._get_current_object()  # type: ignore[attr-defined]  # one lookup, not one per use
+        request_id = logs.begin_request(req.headers.get(logs.REQUEST_ID_HEADER))
         try:
-            response = callback(started)
+            response = callback(req, started)
         except Exception:
             report.failed(section, time.perf_counter() - started)
             raise  # to the app's error handlers; the id stays until teardown, on their lines too
         response.headers[logs.REQUEST_ID_HEADER] = request_id
         return response
 
-    def callback(started: float) -> Response:
-        query = query_params(request.environ.get("QUERY_STRING", ""))
+    def callback(req: Request, started: float) -> Response:
+        query = query_params(req.environ.get("QUERY_STRING", ""))
         sig, ts, nonce = query.get("msg_signature"), query.get("timestamp"), query.get("nonce")
-        if request.method == "GET":
+        if req.method == "GET":
             echostr = query.get("echostr")
             if not (sig and ts and nonce and echostr):
-                return refuse(400, "missing query parameter(s): " + _missing(query, QUERY_KEYS + ("echostr",)), "query", started)
+                return refuse(req, 400, "missing query parameter(s): " + _missing(query, QUERY_KEYS + ("echostr",)), "query", started)
             try:
                 # WeCom percent-encodes '+' in echostr; a proxy that decodes it as a form turns it into a space.
                 return response_class(pipeline.verify(endpoint, sig, ts, nonce, echostr.replace(" ", "+")), mimetype="text/plain")
             except SignatureError as exc:
-                return refuse(403, str(exc), _refusal(exc), started)
+                return refuse(req, 403, str(exc), _refusal(exc), started)
             except WeComCryptoError as exc:
-                return refuse(400, str(exc), "crypto", started)
+                return refuse(req, 400, str(exc), "crypto", started)
         if not (sig and ts and nonce):
-            return refuse(400, "missing query parameter(s): " + _missing(query, QUERY_KEYS), "query", started)
-        body = _read_body(max_body)
+            return refuse(req, 400, "missing query parameter(s): " + _missing(query, QUERY_KEYS), "query", started)
+        body = _read_body(req, max_body)
         if body is None:
-            return refuse(413, f"request body over {max_body} bytes", "too_large", started)
+            return refuse(req, 413, f"request body over {max_body} bytes", "too_large", started)
         try:
             answer = pipeline.callback(endpoint, body, sig, ts, nonce)
         except SignatureError as exc:
-            return refuse(403, str(exc), _refusal(exc), started)
+            return refuse(req, 403, str(exc), _refusal(exc), started)
         except (WeComCryptoError, MessageParseError) as exc:
-            return refuse(400, str(exc), "parse" if isinstance(exc, MessageParseError) else "crypto", started)
+            return refuse(req, 400, str(exc), "parse" if isinstance(exc, MessageParseError) else "crypto", started)
         report.answered(section, answer, time.perf_counter() - started)
         return response_class(answer.body, mimetype=answer.mimetype)
 
@@ -172,7 +173,7 @@ def _refusal(exc: SignatureError) -> str:
     return "replay" if isinstance(exc, ReplayError) else "signature"
 
 
-def _read_body(max_body: int) -> bytes | None:
+def _read_body(request: Request, max_body: int) -> bytes | None:
     """The request body through werkzeug (chunked bodies too); ``None`` when over ``max_body``.
 
     When the app sets ``MAX_CONTENT_LENGTH`` werkzeug enforces it, and its 413

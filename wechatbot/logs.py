@@ -27,6 +27,7 @@ import time
 from typing import IO, Any, Callable, Mapping, TypeVar
 
 from .config import DEFAULT_LOG_FORMAT, LOG_FORMATS
+from .redact import message_of
 
 T = TypeVar("T")
 
@@ -98,7 +99,7 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         request_id = _request_id.get()
-        message = record.getMessage()
+        message = message_of(record)
         if "\n" in message or "\r" in message:  # a user id or msgtype with a line break must not forge lines
             message = message.replace("\r", "\\r").replace("\n", "\\n")
         line = (f"{_iso_time(record.created)} {record.levelname} [{record.process}] {record.name}"
@@ -115,7 +116,7 @@ class JSONFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
             "time": _iso_time(record.created), "level": record.levelname, "pid": record.process,
-            "logger": record.name, "message": record.getMessage(),
+            "logger": record.name, "message": message_of(record),
         }
         request_id = _request_id.get()
         if request_id:
@@ -132,20 +133,56 @@ FORMATTERS: dict[str, type[logging.Formatter]] = {"text": TextFormatter, "json":
 assert set(FORMATTERS) == set(LOG_FORMATS)
 
 
-class _FollowingHandler(logging.StreamHandler):
-    """Writes to whatever stream another handler has now (gunicorn reopens its log on USR1)."""
+class LineHandler(logging.StreamHandler):
+    """Writes each line with one ``write`` to the stream's file descriptor, holding no lock.
 
-    def __init__(self, target: logging.StreamHandler) -> None:
-        self.target = target
-        super().__init__()
+    A ``StreamHandler`` holds its lock across the write system call, which
+    lets go of the GIL: under gunicorn's threads every other thread logging
+    meanwhile queues on that lock and the threads hand the GIL around several
+    times per line. One ``os.write`` of a whole line needs no lock, since the
+    kernel keeps each write whole and in order. A stream without a file
+    descriptor (a test's buffer) is written as ``StreamHandler`` does.
+    ``follow`` is another handler whose stream this one uses, whatever it is
+    now (gunicorn reopens its log on USR1).
+    """
+
+    def __init__(self, stream: IO[str] | None = None, follow: logging.StreamHandler | None = None) -> None:
+        super().__init__(stream)
+        self._follow = follow
 
     @property  # type: ignore[override]
     def stream(self) -> IO[str]:
-        return self.target.stream
+        return self._follow.stream if self._follow is not None else self._stream
 
     @stream.setter
-    def stream(self, _: IO[str]) -> None:
-        pass
+    def stream(self, value: IO[str]) -> None:
+        self._stream = value
+
+    def handle(self, record: logging.LogRecord) -> logging.LogRecord | bool:
+        if not self.filter(record):
+            return False
+        self.emit(record)
+        return record
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record) + "\n"
+            stream = self.stream
+            try:
+                fd = stream.fileno()
+            except (AttributeError, OSError, ValueError):
+                with self.lock:  # type: ignore[union-attr]
+                    stream.write(line)
+                    stream.flush()
+                return
+            stream.flush()  # anything written to the stream the usual way goes first
+            data = line.encode(getattr(stream, "encoding", None) or "utf-8", "backslashreplace")
+            while data:
+                data = data[os.write(fd, data):]
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
 
 
 _HANDLER_NAME = "wechatbot"
@@ -159,7 +196,7 @@ def setup(level: str | int = "info", fmt: str = DEFAULT_LOG_FORMAT, handler: log
     """
     if fmt not in FORMATTERS:
         raise ValueError(f"log format must be one of {', '.join(FORMATTERS)}, got {fmt!r}")
-    handler = handler or logging.StreamHandler(sys.stderr)
+    handler = handler or LineHandler(sys.stderr)
     handler.set_name(_HANDLER_NAME)
     handler.setFormatter(FORMATTERS[fmt]())
     root = logging.getLogger()
@@ -170,6 +207,8 @@ def setup(level: str | int = "info", fmt: str = DEFAULT_LOG_FORMAT, handler: log
     if not isinstance(numeric, int):
         raise ValueError(f"unknown log level {level!r} (debug, info, warning, error, critical)")
     root.setLevel(numeric)
+    # No format here shows the multiprocessing name: do not look it up for every record.
+    logging.logMultiprocessing = False
     # huey announces every task it runs at INFO: the host logs its own line per job.
     logging.getLogger("huey").setLevel(max(numeric, logging.WARNING))
     return handler
@@ -199,5 +238,5 @@ def setup_gunicorn_worker(worker: Any) -> None:
     """Log a gunicorn worker's lines to gunicorn's error log, at gunicorn's level."""
     error_log = worker.log.error_log
     streams = [h for h in error_log.handlers if isinstance(h, logging.StreamHandler)]
-    handler = _FollowingHandler(streams[0]) if streams else None
+    handler = LineHandler(follow=streams[0]) if streams else None
     setup(error_log.level or logging.INFO, configured_format(), handler)

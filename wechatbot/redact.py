@@ -14,7 +14,7 @@ import re
 import threading
 from typing import Any
 
-__all__ = ["redact", "remember_secret"]
+__all__ = ["message_of", "redact", "remember_secret"]
 
 _SECRET_PARAM = re.compile(r"(?<![A-Za-z0-9_])((?:access_token|corpsecret|key)=)[^&\s'\"]+", re.IGNORECASE)
 # Shorter values would hide ordinary words; real secrets are longer.
@@ -38,15 +38,29 @@ def redact(text: str, *secrets: str | None) -> str:
     (URLs inside exception messages); any ``secrets`` given are removed too,
     and so is every secret remembered from the configuration.
     """
-    text = _SECRET_PARAM.sub(r"\1***", text)
+    if "=" in text:  # every credential parameter has one; most lines have none
+        text = _SECRET_PARAM.sub(r"\1***", text)
     for secret in (*secrets, *_secrets):
         if secret and secret in text:
             text = text.replace(secret, "***")
     return text
 
 
+def message_of(record: logging.LogRecord) -> str:
+    """``record.getMessage()``, without formatting it again when :func:`_clean` already did."""
+    cached = record.__dict__.get("_wechatbot_message")
+    if cached is not None and cached[0] is record.msg and cached[1] is record.args:
+        return cached[2]
+    return record.getMessage()
+
+
 def _clean(record: logging.LogRecord) -> None:
-    """Redact a record's message and its traceback text in place."""
+    """Redact a record's message and its traceback text in place.
+
+    The message, once formatted here, is kept on the record for the
+    formatters (:func:`message_of`): the same until a filter changes ``msg``
+    or ``args``.
+    """
     try:
         message = record.getMessage()
     except Exception:  # a broken format string: leave it to the handler to report
@@ -54,6 +68,7 @@ def _clean(record: logging.LogRecord) -> None:
     cleaned = redact(message)
     if cleaned != message:
         record.msg, record.args = cleaned, None
+    record._wechatbot_message = (record.msg, record.args, cleaned)  # type: ignore[attr-defined]
     if record.exc_info and not record.exc_text:
         text = logging.Formatter().formatException(record.exc_info)
         cleaned = redact(text)
