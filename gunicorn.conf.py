@@ -52,12 +52,6 @@ def child_exit(server, worker):
     multiprocess.mark_process_dead(worker.pid)
 
 
-def on_exit(server):
-    """Remove the metrics directory if it is this master's own default one."""
-    if os.environ["PROMETHEUS_MULTIPROC_DIR"] == _DEFAULT_METRICS_DIR:
-        shutil.rmtree(_DEFAULT_METRICS_DIR, ignore_errors=True)
-
-
 def post_fork(server, worker):
     """Log wechatbot's and the plugins' lines to gunicorn's error log, in the configured format."""
     from wechatbot.logs import setup_gunicorn_worker
@@ -77,7 +71,10 @@ def post_worker_init(worker):
 
 
 def on_exit(server):
-    """Forget a start-up failure this master's workers reported (they print it once between them)."""
+    """Remove the metrics directory if it is this master's own default one, and forget a
+    start-up failure this master's workers reported (they print it once between them)."""
     from wechatbot.startup import forget_reported_failure
 
+    if os.environ["PROMETHEUS_MULTIPROC_DIR"] == _DEFAULT_METRICS_DIR:
+        shutil.rmtree(_DEFAULT_METRICS_DIR, ignore_errors=True)
     forget_reported_failure()

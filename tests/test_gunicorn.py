@@ -167,3 +167,23 @@ def test_a_gunicorn_that_never_answers_is_reported_with_the_end_of_its_log(tmp_p
     with pytest.raises(RuntimeError, match=r"did not answer within 3 s: (.|\n)*wechatbot: cannot start") as raised:
         Gunicorn(ROOT, config, tmp_path / "gunicorn.log", workers=1, start_timeout=3)
     assert "Booting worker" in str(raised.value)
+
+
+def test_the_default_metrics_directory_goes_when_gunicorn_stops(tmp_path: Path) -> None:
+    """Each master makes its own metrics directory by default, and removes it when it exits."""
+    import tempfile
+
+    from wechatbot.testing import app_sections, ini_text
+    from wechatbot.testing.gunicorn import Gunicorn
+
+    config = tmp_path / "config.ini"
+    config.write_text(ini_text(app_sections()))
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    server = Gunicorn(ROOT, config, tmp_path / "gunicorn.log", workers=1, env=env)
+    directory = Path(tempfile.gettempdir()) / f"wechatbot-metrics-{server.process.pid}"
+    try:
+        assert directory.is_dir()
+    finally:
+        server.stop()
+    assert server.process.returncode == 0
+    assert not directory.exists()
