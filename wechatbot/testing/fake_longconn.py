@@ -24,8 +24,12 @@ global codes where the page names none):
   1000 an hour: 45009 beyond.
 
 Every frame it received is recorded in :attr:`frames`; receipts can be
-delayed or dropped (:meth:`receipt_policy`), heartbeats left unanswered,
-and connections kicked or dropped without a closing handshake.
+delayed or dropped, a frame refused with any errcode (:class:`Refuse`: -1
+busy, 45009 …) or the connection cut when a frame arrives, before or after it
+is applied (:data:`CUT`, :data:`CUT_AFTER`), all through
+:meth:`receipt_policy`; heartbeats can be left unanswered, connections kicked
+or dropped without a closing handshake, and new ones refused while
+:attr:`accepting` is False (WeCom unreachable).
 """
 from __future__ import annotations
 
@@ -43,8 +47,21 @@ from websockets.sync.server import Server, ServerConnection, serve
 
 from ..longconn import protocol
 
-# How a receipt is answered: seconds to wait (0: at once), or None to drop it.
-ReceiptPolicy = Callable[[dict[str, Any], int], "float | None"]
+@dataclass(frozen=True)
+class Refuse:
+    """A receipt policy's answer: refuse the frame (not applied) with this errcode."""
+
+    errcode: int
+    errmsg: str = "refused by the test"
+
+
+#: A receipt policy's answer: cut the connection as the frame arrives, before applying it.
+CUT = "cut"
+#: A receipt policy's answer: apply the frame, then cut the connection before its receipt.
+CUT_AFTER = "cut-after"
+
+# How a receipt is answered: seconds to wait (0: at once), None to drop it, a Refuse, CUT or CUT_AFTER.
+ReceiptPolicy = Callable[[dict[str, Any], int], "float | None | Refuse | str"]
 
 
 @dataclass
@@ -108,6 +125,8 @@ class FakeLongConnServer:
         self.frames: list[Received] = []
         self.violations: list[str] = []
         self.answer_pings = True
+        #: While False, every new connection is closed at once (WeCom cannot be reached).
+        self.accepting = True
         self._policy: ReceiptPolicy = lambda frame, nth: 0.0
         self._conns: dict[int, _Conn] = {}
         self._pushed: dict[str, _Pushed] = {}
@@ -154,10 +173,11 @@ class FakeLongConnServer:
     # -- what the test controls ---------------------------------------------
 
     def receipt_policy(self, policy: ReceiptPolicy) -> None:
-        """Decide each reply's receipt: ``policy(frame, nth)`` → delay in seconds, or None to drop.
+        """Decide each reply's receipt: ``policy(frame, nth)`` → delay in seconds, None to drop it,
+        :class:`Refuse` to answer an errcode instead, :data:`CUT` / :data:`CUT_AFTER` to cut the connection.
 
-        ``nth`` counts the frames received for that req_id (1 for the first).
-        Subscribe and ping receipts are not affected.
+        ``nth`` counts the frames received for that req_id and command (1 for the first).
+        Subscribe and ping receipts are not affected, nor frames the server refuses by its own rules.
         """
         self._policy = policy
 
@@ -199,13 +219,17 @@ class FakeLongConnServer:
         """Cut the bot's connection without a closing handshake (a network failure)."""
         conn = self.active(bot_id)
         if conn is not None:
-            with self._lock:
-                conn.closed_at = time.monotonic()
-            try:
-                conn.ws.socket.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            conn.ws.socket.close()
+            self._cut(conn)
+
+    def _cut(self, conn: _Conn) -> None:
+        with self._lock:
+            conn.closed_at = conn.closed_at or time.monotonic()
+            self._changed.notify_all()
+        try:
+            conn.ws.socket.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        conn.ws.socket.close()
 
     # -- what the test reads --------------------------------------------------
 
@@ -289,6 +313,9 @@ class FakeLongConnServer:
         return {"headers": {"req_id": req_id}, "errcode": errcode, "errmsg": errmsg, **extra}
 
     def _serve(self, ws: ServerConnection) -> None:
+        if not self.accepting:
+            ws.socket.close()
+            return
         with self._lock:
             self._next_id += 1
             conn = _Conn(self._next_id, ws, time.monotonic())
@@ -371,16 +398,25 @@ class FakeLongConnServer:
                 pushed = self._pushed.setdefault(req_id, _Pushed(conn.bot_id or "", cmd, {"chatid": body.get("chatid")},
                                                                  time.monotonic()))
             errcode, errmsg = self._check(cmd, req_id, body, pushed)
-            if pushed is not None and errcode != 6000:
+            nth = len([r for r in self.frames if r.req_id == req_id and r.cmd == cmd])
+            delay = self._policy(received, nth) if errcode == 0 else 0.0
+            if delay == CUT or isinstance(delay, Refuse):  # not applied: its place in the budget is given back
+                self._sent_by_conversation[self._conversation(cmd, body, pushed)].pop()
+            if isinstance(delay, Refuse):
+                errcode, errmsg, delay = delay.errcode, delay.errmsg, 0.0
+            if pushed is not None and errcode != 6000 and delay != CUT:
                 pushed.outstanding += 1
-            if pushed is not None and errcode == 0:
+            if pushed is not None and errcode == 0 and delay != CUT:
                 pushed.replies.append(received)
                 stream = protocol.stream_of(received)
                 if stream is not None and stream.finish:
                     pushed.finished_streams.add(stream.stream_id)
-            nth = len([r for r in self.frames if r.req_id == req_id and r.cmd == cmd])
             self._changed.notify_all()
-        delay = self._policy(received, nth) if errcode == 0 else 0.0
+        if delay in (CUT, CUT_AFTER):
+            if delay == CUT_AFTER:
+                self._settle(pushed)
+            self._cut(conn)
+            return
         if errcode == 6000:  # answered at once, and it does not end the outstanding frame
             self._send(conn, self._receipt(conn, req_id, errcode, errmsg))
             return
@@ -429,8 +465,7 @@ class FakeLongConnServer:
                 return protocol.ERR_STREAM_CLOSED, "the stream is finished and can no longer be updated"
             if len(stream.content.encode("utf-8")) > 20480:
                 return 40058, "stream content over 20480 bytes"
-        conversation = str(body.get("chatid", "")) if cmd == protocol.SEND else pushed.conversation
-        sent = self._sent_by_conversation[conversation]
+        sent = self._sent_by_conversation[self._conversation(cmd, body, pushed)]
         now = time.monotonic()
         while sent and sent[0] <= now - 3600:
             sent.popleft()
@@ -438,3 +473,8 @@ class FakeLongConnServer:
             return protocol.ERR_FREQUENCY, "api freq out of limit (per conversation)"
         sent.append(now)
         return 0, "ok"
+
+    @staticmethod
+    def _conversation(cmd: str, body: dict[str, Any], pushed: _Pushed) -> str:
+        """The conversation whose budget a reply frame spends."""
+        return str(body.get("chatid", "")) if cmd == protocol.SEND else pushed.conversation
