@@ -17,9 +17,8 @@ from typing import Any, Callable
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from websockets.sync.client import ClientConnection, connect
 
-from .. import metrics
 from . import protocol
-from .sendqueue import Outcome, SendQueue
+from .sendqueue import SendQueue
 
 log = logging.getLogger("wechatbot.longconn")
 
@@ -83,15 +82,11 @@ def run_connection(settings: ConnectionSettings, queue: SendQueue, on_callback: 
         if connected is not None:
             connected.clear()
         lost = queue.connection_lost()
-        _count(settings.bot_id, lost)
+        unknown = sum(1 for outcome in lost if outcome.result == "unknown")
         if lost:
-            log.warning("bot %s: %d frame(s) in flight when the connection ended: outcome unknown, not resent",
-                        settings.bot_id, len(lost))
-
-
-def _count(bot_id: str, outcomes: list[Outcome]) -> None:
-    for outcome in outcomes:
-        metrics.longconn_frame(bot_id, outcome.result)
+            log.warning("bot %s: %d frame(s) in flight when the connection ended: %d go again on the next "
+                        "connection (stream frames and card updates show nothing twice), %d unknown, not resent",
+                        settings.bot_id, len(lost), len(lost) - unknown, unknown)
 
 
 def _subscribe(ws: ClientConnection, settings: ConnectionSettings) -> Ended | None:
@@ -158,7 +153,7 @@ class _Session:
                     self.unanswered_pings += 1
                     self.ws.send(protocol.encode(protocol.ping()))
                     next_ping = now + self.settings.heartbeat
-                _count(self.settings.bot_id, self.queue.expire())
+                self.queue.expire()
                 self._send_due()
             except ConnectionClosed:
                 return Ended(KICKED if self.kicked.is_set() else DROPPED, subscribed=True)
@@ -196,9 +191,7 @@ class _Session:
                 self.unanswered_pings = 0
                 return
             outcome = self.queue.receipt(received)
-            if outcome is not None:
-                _count(self.settings.bot_id, [outcome])
-            elif not req_id.startswith(protocol.SUBSCRIBE):
+            if outcome is None and not req_id.startswith(protocol.SUBSCRIBE):
                 log.info("bot %s: a receipt for %s matched no frame in flight (late, after its timeout)",
                          self.settings.bot_id, req_id)
             return

@@ -39,11 +39,34 @@ REPLY_COMMANDS = {RESPOND: RESPOND_TYPES, RESPOND_WELCOME: WELCOME_TYPES, SEND: 
 
 # Receipt codes the host acts on.
 OK = 0
+ERR_BUSY = -1  # WeCom is busy: not applied, safe to send again later
 ERR_CONFLICT = 6000  # another frame for this req_id is still being handled: safe to send again later
 ERR_FREQUENCY = 45009  # over the conversation's budget: not applied, safe to send again later
+ERR_CONCURRENCY = 45033  # too many calls at once: not applied, safe to send again later
 ERR_STREAM_CLOSED = 846608  # the stream can no longer be updated
 ERR_WINDOW_CLOSED = 846604  # the req_id's reply window is over
-RETRYABLE = frozenset({ERR_CONFLICT, ERR_FREQUENCY})
+RETRYABLE = frozenset({ERR_BUSY, ERR_CONFLICT, ERR_FREQUENCY, ERR_CONCURRENCY})
+#: Rate limits: sent again after longer pauses than the other passing errors.
+RATE_LIMITS = frozenset({ERR_FREQUENCY, ERR_CONCURRENCY})
+
+#: What to check when WeCom refuses a frame for good (WeCom's global codes fall back to the API's hints).
+HINTS = {
+    ERR_WINDOW_CLOSED: "the message's reply window is over (a reply within 24 h of the user's message; a welcome "
+                       "or card update within 5 s of the event), or its req_id is not one WeCom sent",
+    ERR_STREAM_CLOSED: "the stream is finished or its 6 minutes are over: send the rest with aibot_send_msg",
+    40008: "the command does not take this msgtype (aibot_respond_msg: stream, markdown, template_card …)",
+    40058: "a field is missing or wrong (aibot_send_msg needs the chatid of a conversation that wrote to the bot)",
+    853000: "bot_id or secret is wrong: use the BotID and the Secret made under 长连接 on the bot's API page",
+}
+
+
+def hint(errcode: int) -> str | None:
+    """What to check when a frame was refused with ``errcode`` (None: nothing to say)."""
+    if errcode in HINTS:
+        return HINTS[errcode]
+    from ..api.hints import hint_for  # only on this rare path: the API package loads requests
+
+    return hint_for(errcode)
 
 
 class FrameError(ValueError):
@@ -133,6 +156,22 @@ def stream_of(out: dict[str, Any]) -> StreamState | None:
         return None
     stream = body.get("stream") or {}
     return StreamState(str(stream.get("id", "")), str(stream.get("content", "")), bool(stream.get("finish")))
+
+
+def must_go(out: dict[str, Any]) -> bool:
+    """Whether a frame must reach the user: everything but a stream's intermediate frame (newer text replaces it)."""
+    stream = stream_of(out)
+    return stream is None or stream.finish
+
+
+def resendable(out: dict[str, Any]) -> bool:
+    """Whether sending a frame twice shows the user nothing twice.
+
+    A stream frame carries the stream's whole text under its id (a second copy
+    replaces the first, and after ``finish`` WeCom answers 846608), and a card
+    update replaces the card. A markdown, a card or a push sent twice is shown twice.
+    """
+    return stream_of(out) is not None or out.get("cmd") == RESPOND_UPDATE
 
 
 def check_reply(out: dict[str, Any]) -> None:

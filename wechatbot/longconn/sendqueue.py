@@ -8,8 +8,15 @@ WeCom's rules (D:101463) and what peers learned the hard way:
   whole text), so a waiting stream costs one frame however fast it grows;
 - **a receipt that does not come means "unknown", never "resend"**: resending
   is what shows users a reply twice. The next frame of that req_id goes out
-  after the timeout; a receipt with an error says the frame was not applied,
-  and only the errors that mean "try later" (6000, 45009) are sent again;
+  after the timeout. A receipt with an error says the frame was not applied:
+  the errors that mean "try later" (-1 busy, 6000, the rate limits 45009 and
+  45033) are sent again after growing pauses until the frame's deadline
+  (``retry_for`` after it was offered), the others fail for good;
+- **a connection that drops with a frame in flight**: a frame that shows
+  nothing twice when sent twice (a stream's frame, a card update) goes again
+  on the next connection (846608 to a finished stream's frame sent again
+  means the first copy arrived); any other is "unknown", as above. A frame
+  still waiting past its deadline (the connection stayed down) fails;
 - **30 frames a minute and 1000 an hour per conversation**, replies and
   pushes together: a stream's intermediate frames keep a reserve free for
   the frames that must go out (a stream's last frame, a welcome, a card
@@ -40,21 +47,36 @@ HOUR_RESERVE = 100
 # many may go in a burst before they are paced to what the budget sustains.
 STREAM_GAP = 0.5
 STREAM_BURST = 6
+# First pause before a frame refused with "try later" goes again; it doubles each time, up to MAX_RETRY_PAUSE.
 RETRY_DELAY = 1.0
-MAX_ATTEMPTS = 5
 # Over the budget by WeCom's count (another holder sent to this conversation
 # before a takeover): wait longer, up to beyond the minute's window.
 FREQUENCY_DELAY = 10.0
+MAX_RETRY_PAUSE = 60.0
+# How long a frame may take to be delivered, from when it was offered.
+RETRY_FOR = 600.0
 
 
 @dataclass
 class Outgoing:
-    """A frame waiting to be sent, and the conversation whose budget it uses."""
+    """A frame waiting to be sent, and the conversation whose budget it uses.
+
+    ``key`` names the frame's record in the store (frames that must reach the
+    user are kept there until settled), ``meta`` says whom to tell if it fails
+    (the plugin and the message), ``deadline`` is when it is given up (on the
+    queue's clock); ``maybe_applied`` is set when a copy may have arrived.
+    """
 
     frame: dict[str, Any]
     conversation: str
     attempts: int = 0
     not_before: float = 0.0
+    key: str | None = None
+    meta: dict[str, Any] | None = None
+    deadline: float = float("inf")
+    maybe_applied: bool = False
+    errcode: int | None = None  # the last receipt's, when it said "try later"
+    errmsg: str = ""
 
     @property
     def req_id(self) -> str:
@@ -73,12 +95,27 @@ class Outgoing:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What became of a frame: ``delivered``, ``unknown`` (no receipt) or ``failed``."""
+    """What became of a frame: ``delivered``, ``unknown`` (no receipt), ``failed``, or ``retrying``
+    (it goes again); ``superseded`` for a frame dropped unsent (a stream's update after its end).
+
+    ``gave_up`` says that a frame failed because its deadline passed while it was
+    being tried again or waited for a connection.
+    """
 
     frame: dict[str, Any]
     result: str
     errcode: int | None = None
     errmsg: str = ""
+    gave_up: bool = False
+
+    @property
+    def settled(self) -> bool:
+        """Whether nothing more will happen to the frame."""
+        return self.result != "retrying"
+
+
+#: Told of every outcome, outside the queue's lock: ``(the frame as queued, what became of it)``.
+Listener = Callable[[Outgoing, Outcome], None]
 
 
 class Budget:
@@ -130,14 +167,21 @@ class SendQueue:
 
     def __init__(self, *, receipt_timeout: float = RECEIPT_TIMEOUT, budget: Budget | None = None,
                  stream_gap: float = STREAM_GAP, retry_delay: float = RETRY_DELAY,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 frequency_delay: float = FREQUENCY_DELAY, retry_for: float = RETRY_FOR,
+                 clock: Callable[[], float] = time.monotonic, on_outcome: Listener | None = None) -> None:
         self.receipt_timeout = receipt_timeout
         self.budget = budget or Budget()
         self.stream_gap = stream_gap
         self.retry_delay = retry_delay
+        self.frequency_delay = frequency_delay
+        self.retry_for = retry_for
         self.clock = clock
+        self.on_outcome = on_outcome
         self.stats: Counter[str] = Counter()
         self._lanes: dict[str, _Lane] = {}
+        # The keys of the frames offered (queued or settled) and when: a frame recovered from the
+        # store and the same frame from the outbox are queued once.
+        self._keys: dict[str, float] = {}
         # Per conversation: intermediate stream frames still allowed in a burst, and when that was counted.
         self._tokens: dict[str, tuple[float, float]] = {}
         self._refill = (self.budget.per_minute - MINUTE_RESERVE) / 60.0
@@ -146,14 +190,28 @@ class SendQueue:
 
     # -- putting frames in --------------------------------------------------
 
-    def offer(self, frame: dict[str, Any], conversation: str) -> None:
-        """Queue a frame; newer text of a stream replaces its frame still waiting."""
-        item = Outgoing(frame, conversation)
-        with self._cond:
-            self._offer(item)
-            self._cond.notify_all()
+    def offer(self, frame: dict[str, Any], conversation: str, *, key: str | None = None,
+              meta: dict[str, Any] | None = None, deadline: float | None = None, maybe_applied: bool = False) -> bool:
+        """Queue a frame; newer text of a stream replaces its frame still waiting.
 
-    def _offer(self, item: Outgoing) -> None:
+        ``deadline`` (on the queue's clock) defaults to ``retry_for`` from now.
+        False when a frame of the same ``key`` was offered before (it is not queued twice).
+        """
+        now = self.clock()
+        item = Outgoing(frame, conversation, key=key, meta=meta, maybe_applied=maybe_applied,
+                        deadline=now + self.retry_for if deadline is None else deadline)
+        with self._cond:
+            if key is not None:
+                if key in self._keys:
+                    return False
+                self._keys[key] = now
+            queued = self._offer(item)
+            self._cond.notify_all()
+        if not queued:
+            self._tell([(item, Outcome(frame, "superseded"))])
+        return True
+
+    def _offer(self, item: Outgoing) -> bool:
         stream = item.stream
         lane = self._lanes.setdefault(item.req_id, _Lane())
         if stream is not None:
@@ -161,17 +219,31 @@ class SendQueue:
             if key in self._finished:
                 self.stats["after_finish"] += 1
                 log.warning("stream %s of %s is finished: a later update is dropped", stream.stream_id, item.req_id)
-                return
+                self._settle(item.req_id, lane)
+                return False
             last = lane.waiting[-1] if lane.waiting else None
             if last is not None and last.stream is not None and last.stream.stream_id == stream.stream_id:
-                last.frame = item.frame
+                last.frame, last.deadline = item.frame, item.deadline
+                last.key, last.meta = item.key or last.key, item.meta or last.meta
                 self.stats["merged"] += 1
                 if stream.finish:
                     self._finished[key] = self.clock()
-                return
+                return True
             if stream.finish:
                 self._finished[key] = self.clock()
         lane.waiting.append(item)
+        return True
+
+    def _tell(self, outcomes: list[tuple[Outgoing, Outcome]]) -> None:
+        """Count and hand on outcomes (never under the lock: the listener may touch the store)."""
+        for item, outcome in outcomes:
+            self.stats[outcome.result] += 1
+            if self.on_outcome is not None:
+                try:
+                    self.on_outcome(item, outcome)
+                except Exception:
+                    log.exception("the outcome of %s of %s could not be handled", outcome.frame.get("cmd"),
+                                  protocol.req_id(outcome.frame))
 
     def put_back(self, items: list[Outgoing]) -> None:
         """Return frames that could not be written (the connection closed first)."""
@@ -252,7 +324,10 @@ class SendQueue:
     def receipt(self, received: dict[str, Any]) -> Outcome | None:
         """Match a receipt to the frame in flight with its req_id (None: nothing was)."""
         req_id = protocol.req_id(received)
-        errcode = int(received.get("errcode", 0) or 0)
+        try:
+            errcode = int(received.get("errcode", 0) or 0)
+        except (TypeError, ValueError, OverflowError):
+            errcode = -2  # a receipt that makes no sense: not "ok", and no reason to try again
         errmsg = str(received.get("errmsg", ""))
         with self._cond:
             lane = self._lanes.get(req_id)
@@ -260,23 +335,29 @@ class SendQueue:
             if lane is None or item is None:
                 return None
             lane.in_flight = None
+            stream = item.stream
             if errcode == protocol.OK:
                 outcome = Outcome(item.frame, "delivered", errcode, errmsg)
-            elif errcode in protocol.RETRYABLE and item.attempts < MAX_ATTEMPTS:
+            elif errcode == protocol.ERR_STREAM_CLOSED and item.maybe_applied and stream is not None and stream.finish:
+                outcome = Outcome(item.frame, "delivered", errcode, errmsg)  # the copy sent before the drop arrived
+            elif errcode in protocol.RETRYABLE:
                 # Not applied: send it again later, unless newer text of its stream replaced it.
-                step = FREQUENCY_DELAY if errcode == protocol.ERR_FREQUENCY else self.retry_delay
-                item.not_before = self.clock() + step * item.attempts
-                self._requeue_front(lane, item)
-                self.stats["retried"] += 1
-                self._cond.notify_all()
-                return Outcome(item.frame, "retrying", errcode, errmsg)
+                base = self.frequency_delay if errcode in protocol.RATE_LIMITS else self.retry_delay
+                at = self.clock() + min(base * 2 ** max(0, item.attempts - 1), MAX_RETRY_PAUSE)
+                item.errcode, item.errmsg = errcode, errmsg
+                if at <= item.deadline:
+                    item.not_before = at
+                    self._requeue_front(lane, item)
+                    self._cond.notify_all()
+                    outcome = Outcome(item.frame, "retrying", errcode, errmsg)
+                else:
+                    outcome = Outcome(item.frame, "failed", errcode, errmsg, gave_up=True)
             else:
                 outcome = Outcome(item.frame, "failed", errcode, errmsg)
-            self._settle(req_id, lane)
-            self._cond.notify_all()
-        self.stats[outcome.result] += 1
-        if outcome.result == "failed":
-            log.error("WeCom refused %s for %s: errcode %s %s", item.frame.get("cmd"), req_id, errcode, errmsg)
+            if outcome.settled:
+                self._settle(req_id, lane)
+                self._cond.notify_all()
+        self._tell([(item, outcome)])
         return outcome
 
     def _requeue_front(self, lane: _Lane, item: Outgoing) -> None:
@@ -289,32 +370,56 @@ class SendQueue:
     def expire(self) -> list[Outcome]:
         """Frames whose receipt is overdue: their outcome is unknown and they are not resent."""
         now = self.clock()
-        outcomes = []
+        told = []
         with self._cond:
             for req_id, lane in list(self._lanes.items()):
                 if lane.in_flight is not None and now - lane.sent_at >= self.receipt_timeout:
-                    outcomes.append(Outcome(lane.in_flight.frame, "unknown"))
+                    told.append((lane.in_flight, Outcome(lane.in_flight.frame, "unknown")))
                     lane.in_flight = None
                     self._settle(req_id, lane)
-            if outcomes:
+            if told:
                 self._cond.notify_all()
-        for outcome in outcomes:
-            self.stats["unknown"] += 1
+        for _, outcome in told:
             log.warning("no receipt for %s of %s within %.0f s: taken as unknown, not resent",
                         outcome.frame.get("cmd"), protocol.req_id(outcome.frame), self.receipt_timeout)
-        return outcomes
+        self._tell(told)
+        return [outcome for _, outcome in told]
+
+    def give_up(self) -> list[Outcome]:
+        """Frames still waiting past their deadline (the connection stayed down, or WeCom stayed busy): failed."""
+        now = self.clock()
+        told = []
+        with self._cond:
+            for req_id, lane in list(self._lanes.items()):
+                overdue = [item for item in lane.waiting if item.deadline < now]
+                for item in overdue:
+                    lane.waiting.remove(item)
+                    told.append((item, Outcome(item.frame, "failed", item.errcode, item.errmsg, gave_up=True)))
+                if overdue:
+                    self._settle(req_id, lane)
+        self._tell(told)
+        return [outcome for _, outcome in told]
 
     def connection_lost(self) -> list[Outcome]:
-        """The connection closed: frames in flight are unknown; waiting ones stay for the next."""
+        """The connection closed: a frame in flight goes again if a second copy shows nothing twice,
+        else its outcome is unknown; waiting frames stay for the next connection."""
+        told = []
         with self._cond:
-            lost = []
             for req_id, lane in list(self._lanes.items()):
-                if lane.in_flight is not None:
-                    lost.append(Outcome(lane.in_flight.frame, "unknown"))
-                    lane.in_flight = None
-                    self._settle(req_id, lane)
-        self.stats["unknown"] += len(lost)
-        return lost
+                item = lane.in_flight
+                if item is None:
+                    continue
+                lane.in_flight = None
+                if protocol.resendable(item.frame):
+                    item.maybe_applied = True
+                    self._requeue_front(lane, item)
+                    told.append((item, Outcome(item.frame, "retrying")))
+                else:
+                    told.append((item, Outcome(item.frame, "unknown")))
+                self._settle(req_id, lane)
+            self._cond.notify_all()
+        self._tell(told)
+        return [outcome for _, outcome in told]
 
     def drain(self) -> list[Outgoing]:
         """Take every waiting frame out (to hand them to the next holder)."""
@@ -322,16 +427,22 @@ class SendQueue:
             items = [item for lane in self._lanes.values() for item in lane.waiting]
             for lane in self._lanes.values():
                 lane.waiting.clear()
+            for item in items:  # handed on: this queue takes them again if they come back to it
+                if item.key is not None:
+                    self._keys.pop(item.key, None)
             for req_id, lane in list(self._lanes.items()):
                 self._settle(req_id, lane)
         return items
 
     def _settle(self, req_id: str, lane: _Lane) -> None:
         if lane.in_flight is None and not lane.waiting:
-            del self._lanes[req_id]
+            self._lanes.pop(req_id, None)
         if len(self._finished) > 1000:
             cutoff = self.clock() - 600
             self._finished = {k: t for k, t in self._finished.items() if t > cutoff}
+        if len(self._keys) > 10_000:
+            cutoff = self.clock() - max(3600.0, self.retry_for + 120)
+            self._keys = {k: t for k, t in self._keys.items() if t > cutoff}
 
     def pending(self) -> int:
         """Frames waiting or in flight."""
