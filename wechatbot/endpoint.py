@@ -92,6 +92,11 @@ class Endpoint:
     def __repr__(self) -> str:
         return f"Endpoint({self.section!r}, type={self.config.type!r}, path={self.path!r})"
 
+    @property
+    def host_config(self) -> Config:
+        """The host's settings (``[wechatbot]``), the same for every endpoint."""
+        return self._host_config
+
     @cached_property
     def api(self) -> WeComAPI:
         """The endpoint's WeCom API client, made on first use."""

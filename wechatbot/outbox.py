@@ -31,13 +31,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("wechatbot.outbox")
 
-Sender = Callable[["Endpoint", Reply, Message], list]
+#: ``(endpoint, reply, message, plugin)``: ``plugin`` made the reply (the long connection reports its failures later).
+Sender = Callable[["Endpoint", Reply, Message, "str | None"], list]
 
 #: The longest pause between two attempts at a failed push, in seconds.
 MAX_RETRY_PAUSE = 120.0
 
 
-def send_via_message_api(endpoint: Endpoint, reply: Reply, message: Message) -> list[dict]:
+def send_via_message_api(endpoint: Endpoint, reply: Reply, message: Message, plugin: str | None = None) -> list[dict]:
     """Push ``reply`` to the sender of ``message`` through the app's ``message/send``.
 
     Long texts go in parts; a template-card update goes to its own API with
@@ -74,7 +75,7 @@ def _post_retrying(url: str, body: dict, attempts: int = 3, pause: float = 0.5) 
     raise AssertionError("unreachable")
 
 
-def send_via_response_url(endpoint: Endpoint, reply: Reply, message: Message) -> list[dict]:
+def send_via_response_url(endpoint: Endpoint, reply: Reply, message: Message, plugin: str | None = None) -> list[dict]:
     """Push ``reply`` once through the AI bot message's ``response_url`` (one use, 1 hour).
 
     A text or markdown goes as markdown (cut at 20480 bytes, never inside a
@@ -98,17 +99,18 @@ def send_via_response_url(endpoint: Endpoint, reply: Reply, message: Message) ->
     return [_post_retrying(url, AibotChannel.push_body(reply))]
 
 
-def send_via_long_connection(endpoint: Endpoint, reply: Reply, message: Message) -> list[dict]:
+def send_via_long_connection(endpoint: Endpoint, reply: Reply, message: Message, plugin: str | None = None) -> list[dict]:
     """Push ``reply`` as frames on the AI bot's long connection (:mod:`wechatbot.longconn.push`).
 
+    The holder of the connection retries and reports them (they are written down in the store).
     Imported on first use, so that hosts without a long connection never load websockets.
     """
     from .longconn.push import send_via_long_connection as send
 
-    return send(endpoint, reply, message)
+    return send(endpoint, reply, message, plugin)
 
 
-def send_via_webhook(endpoint: Endpoint, reply: Reply, message: Message) -> list[dict]:
+def send_via_webhook(endpoint: Endpoint, reply: Reply, message: Message, plugin: str | None = None) -> list[dict]:
     """Push ``reply`` through the group robot callback's ``WebhookUrl``; long texts in parts."""
     from .channels.group_robot import GroupRobotChannel
 
@@ -200,7 +202,7 @@ class Outbox:
         from .api.hints import WeComError  # the API client (requests) loads with the first push
 
         try:
-            sent = SENDERS[endpoint.channel.push_via](endpoint, reply, message)
+            sent = SENDERS[endpoint.channel.push_via](endpoint, reply, message, plugin)
         except (WeComError, ValueError) as exc:  # ValueError: no URL to push to, or no form for the channel
             self._failed(endpoint, reply, message, plugin, attempt, first_try, exc)
             return None

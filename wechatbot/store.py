@@ -72,6 +72,8 @@ PREFIXES = {
     "longconn_alive": "longconn:alive:",    # a process serving a long-connection bot is alive
     "longconn_stream": "longconn:stream:",  # a stream still being written on the long connection
     "longconn_streams": "longconn:streams:",  # the bot's streams to look at after a takeover
+    "longconn_pending": "longconn:pending:",  # a frame that must reach the user, until it is settled
+    "longconn_pending_index": "longconn:pending-index:",  # the keys of a bot's pending frames
     "ready": "ready:",          # read (never written) by /readyz to see the store answer
 }
 

@@ -66,8 +66,9 @@ class LongConnEndpoint:
         cfg = endpoint.config
         self.store = store
         self.streams_key = PREFIXES["longconn_streams"] + cfg.bot_id
+        holder_options.setdefault("retry_for", config.push_retry_for)
         self.holder = Holder(ConnectionSettings(cfg.ws_url, cfg.bot_id, cfg.secret), store, self.on_callback,
-                             on_acquired=self.finish_orphans, **holder_options)
+                             on_acquired=self.finish_orphans, on_failed=self.report_failed, **holder_options)
 
     def start(self) -> None:
         """Stand by for the bot's connection (the process that gets the lease connects)."""
@@ -124,17 +125,30 @@ class LongConnEndpoint:
             log.error("[%s] the reply of %s to %s cannot be sent: %s", self.endpoint.section, plugin, message.type, exc)
             return
         for frame in frames:
-            self.send(frame, message)
+            self.send(frame, message, plugin)
 
-    def send(self, frame: dict[str, Any], message: Message) -> None:
-        """Hand one frame to whichever process holds the connection."""
+    def send(self, frame: dict[str, Any], message: Message, plugin: str | None = None) -> None:
+        """Hand one frame to whichever process holds the connection (``plugin`` made it)."""
         protocol.check_reply(frame)
-        self.holder.send(frame, conversation(message))
+        self.holder.send(frame, conversation(message), {"plugin": plugin, "body": message.raw})
 
-    def push(self, reply: Reply, message: Message) -> None:
+    def push(self, reply: Reply, message: Message, plugin: str | None = None) -> None:
         """Push ``reply`` to the conversation of ``message`` (``aibot_send_msg``)."""
         for frame in push_frames(reply, message):
-            self.send(frame, message)
+            self.send(frame, message, plugin)
+
+    def report_failed(self, meta: dict[str, Any], error: Exception) -> None:
+        """A frame failed for good: tell the plugins' ``plugin_error`` (hook ``push``), off the connection's threads."""
+        if self.pool.submit(self._report, meta, error) is None:
+            log.error("[%s] plugin pool full: a failed push is not reported to plugin_error", self.endpoint.section)
+
+    def _report(self, meta: dict[str, Any], error: Exception) -> None:
+        try:
+            message = message_from_json(meta.get("body"))
+        except MessageParseError:
+            message = None
+        self.endpoint.notify("plugin_error", plugin_name=meta.get("plugin") or "wechatbot", hook_name="push",
+                             exception=error, message=message)
 
     def finish_orphans(self) -> None:
         """After a takeover: end, with a visible note, the streams whose process died while writing them."""
@@ -150,7 +164,7 @@ class LongConnEndpoint:
             content = visible + INTERRUPTED if visible else INTERRUPTED.lstrip("\n")
             message = message_from_json(record["body"])
             self.send(protocol.frame(protocol.RESPOND, record["req_id"], stream_body(record["stream_id"], content, True)),
-                      message)
+                      message, record.get("plugin"))
             self.store.delete(key)
             log.warning("[%s] stream %s lost its process: ended with a note after %d characters",
                         self.endpoint.section, record["stream_id"], len(visible))
@@ -170,7 +184,7 @@ class LongConnEndpoint:
                                  message=message)
         rest = stream.finish(error)
         if rest:
-            self.push(TextReply(rest), message)
+            self.push(TextReply(rest), message, plugin)
 
 
 class _Stream:
@@ -199,7 +213,7 @@ class _Stream:
         self._record(finish)
         self._sent_any = True
         self.service.send(protocol.frame(protocol.RESPOND, self.req_id, stream_body(self.stream_id, content, finish)),
-                          self.message)
+                          self.message, self.plugin)
 
     def _record(self, finish: bool) -> None:
         """Keep the stream in the store while it runs, so a new holder can end it if this process dies."""
