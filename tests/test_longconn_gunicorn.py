@@ -194,3 +194,55 @@ def test_wechatbot_worker_may_hold_the_connection(tmp_path, fake) -> None:
             except subprocess.TimeoutExpired:
                 worker.kill()
                 worker.wait(5)
+
+
+def test_a_frame_waiting_to_be_sent_again_survives_the_sigkill_of_its_holder(tmp_path, fake) -> None:
+    """WeCom answers 45009 (rate limit): the holder waits before sending the reply again, and is
+    SIGKILLed meanwhile. The reply is written down in the store: the process that takes over sends it."""
+    from wechatbot.testing.fake_longconn import Refuse
+
+    runs = tmp_path / "runs.txt"
+    runs.touch()
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "recorder.py").write_text(RECORDER)
+    config = tmp_path / "config.ini"
+    store_url = f"sqlite:///{tmp_path / 'shared.db'}"
+    config.write_text(ini_text({
+        "wecom:bot": {"type": "aibot", "mode": "websocket", "bot_id": BOT, "ws_url": fake.url},
+        "wechatbot": {"store": store_url, "plugins_dir": str(plugins), "plugins": "recorder"},
+        "plugin:recorder": {"runs": str(runs)},
+    }))
+    env = {**os.environ, "WECHATBOT_WECOM_BOT__SECRET": SECRET}
+    busy = {"on": True}
+    fake.receipt_policy(lambda frame, nth: Refuse(protocol.ERR_FREQUENCY) if busy["on"] else 0.0)
+    workers, logs = [], []
+    store = open_store(store_url)
+    try:
+        for n in range(2):
+            logs.append(open(tmp_path / f"worker-{n}.log", "w"))
+            workers.append(subprocess.Popen([sys.executable, "-m", "wechatbot.cli", "worker", "--config", str(config)],
+                                            cwd=ROOT, env=env, stdout=logs[-1], stderr=subprocess.STDOUT))
+        fake.wait_subscribed(BOT, timeout=20)
+        req_id = fake.push_text(BOT, "rate limited")
+        fake.wait_for(lambda: fake.received(protocol.RESPOND, req_id), 10, "the first try")  # refused: 10 s pause
+        holder_pid = int(store.get(PREFIXES["longconn_lease"] + BOT).split(":")[1])
+        os.kill(holder_pid, signal.SIGKILL)
+        busy["on"] = False
+        final = fake.wait_final_reply(req_id, timeout=20)  # the other worker takes over and sends it
+        assert protocol.stream_of(final).content == "got rate limited"
+        tries = fake.received(protocol.RESPOND, req_id)
+        assert len(tries) == 2 and tries[1].conn_id == fake.subscriptions(BOT)[1].conn_id
+        assert len(runs.read_text().splitlines()) == 1  # the plugin ran once; only its frame went again
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.send_signal(signal.SIGINT)
+                try:
+                    worker.wait(15)
+                except subprocess.TimeoutExpired:
+                    worker.kill()
+                    worker.wait(5)
+        for log in logs:
+            log.close()
+        store.close()
