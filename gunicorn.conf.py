@@ -16,7 +16,11 @@ workers = int(os.environ.get("WECHATBOT_WORKERS", "2"))
 # Each thread a worker runs costs CPU on every request (more GIL hand-overs);
 # 8 per worker keeps that low while 16 callbacks at once can wait on slow
 # plugins. Raise it if yours are slow and busy.
-worker_class = "gthread"
+# gthread's, except that a thread only gets a request once it has arrived
+# whole (a slow client holds a socket, not a thread; one that takes over
+# $WECHATBOT_REQUEST_TIMEOUT, 5 s, is answered 408), and reply_deadline
+# counts from the request's arrival: see wechatbot/serving.py.
+worker_class = "wechatbot.serving.BufferingWorker"
 threads = int(os.environ.get("WECHATBOT_THREADS", "8"))
 timeout = 30
 graceful_timeout = 10

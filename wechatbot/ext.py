@@ -37,6 +37,9 @@ log = logging.getLogger("wechatbot")
 EXTENSION = "wechatbot"
 QUERY_KEYS = ("msg_signature", "timestamp", "nonce")
 _READ_CHUNK = 64 * 1024
+# Put in the environ by wechatbot.serving's worker: when the request arrived
+# (time.monotonic()), and a callable saying whether requests wait for a thread.
+ARRIVED, CROWDED = "wechatbot.arrived", "wechatbot.crowded"
 
 ConfigSource = Config | str | os.PathLike[str] | None
 
@@ -157,7 +160,8 @@ def _view(host: Host, endpoint: Endpoint, max_body: int, response_class: type[Re
         if body is None:
             return refuse(req, 413, f"request body over {max_body} bytes", "too_large", started)
         try:
-            answer = pipeline.callback(endpoint, body, sig, ts, nonce)
+            environ = request.environ
+            answer = pipeline.callback(endpoint, body, sig, ts, nonce, environ.get(ARRIVED), environ.get(CROWDED))
         except SignatureError as exc:
             return refuse(req, 403, str(exc), _refusal(exc), started)
         except (WeComCryptoError, MessageParseError) as exc:

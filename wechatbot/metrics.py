@@ -51,6 +51,10 @@ TOKEN_FETCHES = Counter("wechatbot_token_fetches", "Access tokens fetched from W
                         ["app", "outcome"])
 POOL_FULL = Counter("wechatbot_pool_full", "Work the full plugin pool refused (callbacks queued as jobs, pushes dropped).",
                     ["app"])
+UNWAITED = Counter("wechatbot_unwaited",
+                   "Callbacks answered empty without waiting for their plugins, their replies pushed later: the "
+                   "request threads were all taken (reason: late, it reached one after reply_deadline; crowded, "
+                   "others were waiting for one).", ["app", "reason"])
 STREAM_POLLS = Counter("wechatbot_stream_polls", "AI bot stream refresh polls answered.", ["app"])
 LONGCONN_FRAMES = Counter("wechatbot_longconn_frames",
                           "Frames sent on an AI bot's long connection, by what became of them "
@@ -126,6 +130,11 @@ def push_retried(app: str) -> None:
 def pool_full(app: str) -> None:
     """Count work refused by the full plugin pool."""
     POOL_FULL.labels(app).inc()
+
+
+def unwaited(app: str, reason: str) -> None:
+    """Count a callback answered without waiting for its plugins (``reason``: late or crowded)."""
+    _child(UNWAITED, app, reason).inc()
 
 
 def token_fetched(app: str, ok: bool) -> None:

@@ -21,6 +21,7 @@ import time
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
+from typing import Callable
 
 from . import logs, metrics
 from .config import Config
@@ -115,8 +116,14 @@ class Pipeline:
         check_timestamp(timestamp, self.replay_window)
         return endpoint.crypto.verify_url(msg_signature, timestamp, nonce, echostr)
 
-    def callback(self, endpoint: Endpoint, body: bytes, msg_signature: str, timestamp: str, nonce: str) -> Answer:
+    def callback(self, endpoint: Endpoint, body: bytes, msg_signature: str, timestamp: str, nonce: str,
+                 arrived_at: float | None = None, crowded: Callable[[], bool] | None = None) -> Answer:
         """Check, decrypt and answer one POSTed callback.
+
+        ``reply_deadline`` counts from ``arrived_at`` (``time.monotonic()`` when
+        the request came in, if the server says), else from now. While
+        ``crowded()`` (the server's: other requests wait for a thread), the
+        plugins are not waited for: their reply is pushed.
 
         Raises ``SignatureError`` (``ReplayError``) for a request WeCom did not
         sign just now, ``WeComCryptoError`` or ``MessageParseError`` for a
@@ -139,11 +146,12 @@ class Pipeline:
         key = callback_key(endpoint.name, message, plaintext)
         if not self._claim(endpoint, key):
             log.info("[%s] retry of %s: plugins not run again", endpoint.section, key)
-            passive = self.dedup.wait_for_answer(key, self.deadline)
+            waited = time.monotonic() - arrived_at if arrived_at is not None else 0.0
+            passive = self.dedup.wait_for_answer(key, max(0.0, self.deadline - waited))
             plugin, route = "(retry)", Route.PASSIVE if passive else Route.EMPTY
         else:
-            started = time.monotonic()
-            asked = self._ask(endpoint, message)
+            started = arrived_at if arrived_at is not None else time.monotonic()
+            asked = self._ask(endpoint, message, started, crowded)
             time_left = self.deadline - (time.monotonic() - started)
             route = decide(asked.reply, message, channel, time_left, finished=asked.finished)
             passive = self._follow(route, endpoint, message, plaintext, key, asked, late=time_left <= 0, arrived=arrived)
@@ -164,22 +172,39 @@ class Pipeline:
                       endpoint.section, key, type(exc).__name__, exc)
             return True
 
-    def _ask(self, endpoint: Endpoint, message: Message) -> _Asked:
-        """The endpoint's plan: the inline steps on this thread; if none answered, the rest in the pool, until the deadline."""
-        started = time.monotonic()
+    def _ask(self, endpoint: Endpoint, message: Message, started: float, crowded: Callable[[], bool] | None) -> _Asked:
+        """The endpoint's plan: the inline steps on this thread; if none answered, the rest in the pool, until the deadline.
+
+        ``started`` is when the deadline began (``time.monotonic()``): a
+        callback that waited for a thread until its time was up answers
+        empty at once, its plugins queued as a durable job. One that would
+        keep others waiting for a thread (``crowded()``) does not wait for
+        the pool either.
+        """
         plan = endpoint.plan(message)
         if plan.reply is not None:
             return _Asked(plan.plugin, plan.reply)
         plugin, reply = endpoint.ask_chain(message, plan.inline)
         if reply is not None or not plan.rest:
             return _Asked(plugin, reply)
+        time_left = self.deadline - (time.monotonic() - started)
+        if time_left <= 0:
+            metrics.unwaited(endpoint.section, "late")
+            log.warning("[%s] %s from %s reached a request thread after reply_deadline: answered empty and queued",
+                        endpoint.section, message.type, message.from_user)
+            return _Asked(finished=False)
         future = self.pool.submit(endpoint.ask_chain, message, plan.rest)
         if future is None:
             metrics.pool_full(endpoint.section)
             log.warning("[%s] plugin pool full: %s from %s answered empty and queued", endpoint.section, message.type, message.from_user)
             return _Asked(finished=False)
+        if crowded is not None and crowded():
+            metrics.unwaited(endpoint.section, "crowded")
+            log.warning("[%s] request threads all taken and more callbacks waiting: %s from %s answered empty, "
+                        "its reply pushed", endpoint.section, message.type, message.from_user)
+            return _Asked(finished=False, future=future)
         try:
-            plugin, reply = future.result(timeout=max(0.0, self.deadline - (time.monotonic() - started)))
+            plugin, reply = future.result(timeout=time_left)
         except FutureTimeout:
             return _Asked(finished=False, future=future)
         return _Asked(plugin, reply)
