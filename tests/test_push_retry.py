@@ -126,3 +126,21 @@ def test_a_late_reply_with_no_url_to_push_to_is_reported_once_without_a_tracebac
     lines = [r for r in caplog.records if "could not be pushed" in r.getMessage()]
     assert len(lines) == 1 and not lines[0].exc_info and "late reply cannot be sent" in lines[0].getMessage()
     assert plugin.errors[0][:2] == ("pushes", "push")
+
+
+def test_an_api_outage_is_said_in_two_lines_and_every_reply_arrives_once_after_it(fake: FakeWeComAPI, caplog) -> None:
+    plugin = Pushes()
+    wecom, host, pushes = make_host(fake, plugin)
+    fake.go_down("message/send", status=500)
+    with caplog.at_level(logging.INFO):
+        for n in range(5):
+            assert not wecom.text(f"m{n}")  # answered empty: each reply is pushed, and fails
+        wait_for(lambda: pushes["retried"] >= 15)  # several attempts each
+        assert markdown_sent(fake) == []
+        fake.come_back()
+        wait_for(lambda: pushes["sent"] == 5)
+    assert sorted(markdown_sent(fake)) == [f"**m{n}**" for n in range(5)]  # each once
+    lines = [r.getMessage() for r in caplog.records if r.name == "wechatbot.outbox" and r.levelno >= logging.WARNING]
+    assert len(lines) == 2, lines
+    assert "pushes are failing" in lines[0] and "HTTP 500" in lines[0] and "go through again" in lines[1]
+    assert plugin.errors == [] and pushes["failed"] == 0

@@ -13,6 +13,7 @@ import dataclasses
 import importlib
 import json
 import logging
+import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
@@ -36,6 +37,69 @@ Sender = Callable[["Endpoint", Reply, Message, "str | None"], list]
 
 #: The longest pause between two attempts at a failed push, in seconds.
 MAX_RETRY_PAUSE = 120.0
+#: Seconds between two "pushes still failing" lines.
+REMIND_EVERY = 60.0
+
+
+class PushTrouble:
+    """Pushes failing for a passing reason are a state of an endpoint, said in few lines.
+
+    While WeCom's API is down every push fails, and each is tried again
+    several times: one line when an endpoint's pushes start failing, at most
+    one a minute while they do, one when a push goes through again. Each
+    failed attempt is a DEBUG line, and an attempt that began before the
+    last push that went through (a request that timed out after the API
+    came back) does not start a new outage.
+    """
+
+    def __init__(self, remind_every: float = REMIND_EVERY, clock: Callable[[], float] = time.monotonic) -> None:
+        self.remind_every = remind_every
+        self._clock = clock
+        self._lock = threading.Lock()
+        #: Per endpoint section: [failing since, next reminder, attempts failed].
+        self._failing: dict[str, list[float]] = {}
+        #: Per endpoint section: when the last push that went through began.
+        self._ok_since: dict[str, float] = {}
+
+    def now(self) -> float:
+        """The clock the attempts' start times are read on."""
+        return self._clock()
+
+    def failed(self, section: str, exc: Exception, retry_for: float, began: float) -> None:
+        """An attempt that began at ``began`` (:meth:`now`) failed for a passing reason."""
+        now = self._clock()
+        with self._lock:
+            state = self._failing.get(section)
+            if state is None and began < self._ok_since.get(section, float("-inf")):
+                return  # older than the last push that went through: not a new outage
+            if state is None:
+                self._failing[section] = [now, now + self.remind_every, 1]
+                first = True
+            else:
+                state[2] += 1
+                first = False
+                if now < state[1]:
+                    return
+                state[1] = now + self.remind_every
+                since, attempts = state[0], int(state[2])
+        if first:
+            log.warning("[%s] pushes are failing (%s): each is tried again, with growing pauses, for up to %.0f s; "
+                        "said again at most once a minute while it lasts", section, exc, retry_for)
+        else:
+            log.warning("[%s] pushes still failing after %.0f s (%s); %d attempts failed so far",
+                        section, now - since, exc, attempts)
+
+    def succeeded(self, section: str, began: float) -> None:
+        """An attempt that began at ``began`` went through."""
+        if began > self._ok_since.get(section, float("-inf")):
+            self._ok_since[section] = began
+        if section not in self._failing:
+            return
+        with self._lock:
+            state = self._failing.pop(section, None)
+        if state is not None:
+            log.warning("[%s] pushes go through again after %.0f s; %d attempts had failed meanwhile",
+                        section, self._clock() - state[0], int(state[2]))
 
 
 def send_via_message_api(endpoint: Endpoint, reply: Reply, message: Message, plugin: str | None = None) -> list[dict]:
@@ -184,6 +248,7 @@ class Outbox:
         self.jobs = jobs
         self.retry_for = retry_for
         self.retry_base = retry_base
+        self.trouble = PushTrouble()
 
     def push(self, endpoint: Endpoint, reply: Reply, message: Message, plugin: str | None = None) -> list | None:
         """Send ``reply`` to the sender of ``message`` now; the API's answers, or None when it failed.
@@ -201,12 +266,14 @@ class Outbox:
                  first_try: float) -> list | None:
         from .api.hints import WeComError  # the API client (requests) loads with the first push
 
+        began = self.trouble.now()
         try:
             sent = SENDERS[endpoint.channel.push_via](endpoint, reply, message, plugin)
         except (WeComError, ValueError) as exc:  # ValueError: no URL to push to, or no form for the channel
-            self._failed(endpoint, reply, message, plugin, attempt, first_try, exc)
+            self._failed(endpoint, reply, message, plugin, attempt, first_try, exc, began)
             return None
         metrics.pushed(endpoint.section, ok=True)
+        self.trouble.succeeded(endpoint.section, began)
         log.info("[%s] pushed %s reply to %s%s", endpoint.section, reply.msg_type, message.from_user,
                  f" (attempt {attempt})" if attempt > 1 else "")
         return sent
@@ -223,7 +290,7 @@ class Outbox:
         log.info("[%s] pushed %s to %s", endpoint.section, reply.msg_type, ", ".join(str(t) for t in targets))
 
     def _failed(self, endpoint: Endpoint, reply: Reply, message: Message, plugin: str | None, attempt: int,
-                first_try: float, exc: WeComError | ValueError) -> None:
+                first_try: float, exc: WeComError | ValueError, began: float) -> None:
         from .api.hints import is_transient
 
         delay = min(self.retry_base * 2 ** (attempt - 1), MAX_RETRY_PAUSE)
@@ -237,8 +304,9 @@ class Outbox:
             if record is not None:
                 self.jobs.submit_later(record, delay)
                 metrics.push_retried(endpoint.section)
-                log.warning("[%s] %s reply to %s not pushed (%s); trying again in %.0f s (attempt %d)",
-                            endpoint.section, reply.msg_type, message.from_user, exc, delay, attempt + 1)
+                self.trouble.failed(endpoint.section, exc, self.retry_for, began)
+                log.debug("[%s] %s reply to %s not pushed (%s); trying again in %.0f s (attempt %d)",
+                          endpoint.section, reply.msg_type, message.from_user, exc, delay, attempt + 1)
                 return
         metrics.pushed(endpoint.section, ok=False)
         gave_up = f" after {attempt} attempts over {time.time() - first_try:.0f} s" if is_transient(exc) else ""

@@ -193,7 +193,7 @@ class APIClient:
         """Wait before retrying a busy answer (exponential, with jitter)."""
         delay = self.backoff * (2 ** attempts.busy) * random.uniform(0.5, 1.0)
         attempts.busy += 1
-        log.warning("%s: errcode %s, retry %d of %d in %.2fs", path, errcode, attempts.busy, self.retries, delay)
+        log.debug("%s: errcode %s, retry %d of %d in %.2fs", path, errcode, attempts.busy, self.retries, delay)
         time.sleep(delay)
 
     def _recover(self, errcode: int, errmsg: str, path: str, token: str, attempts: Attempts) -> None:

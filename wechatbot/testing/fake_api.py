@@ -157,6 +157,7 @@ class _State:
     failures: dict[str, list[tuple[int, str | None]]] = field(default_factory=dict)
     http_failures: dict[str, list[int]] = field(default_factory=dict)
     delays: dict[str, float] = field(default_factory=dict)
+    down: dict[str, tuple[int | None, float]] = field(default_factory=dict)
     requests: list[RecordedRequest] = field(default_factory=list)
     sent: list[dict] = field(default_factory=list)
     card_updates: list[dict] = field(default_factory=list)
@@ -465,6 +466,24 @@ class FakeWeComAPI:
         with self._state.cond:
             self._state.http_failures.setdefault(_normalize(path), []).extend([status] * times)
 
+    def go_down(self, *paths: str, status: int | None = 500, hang: float = 0.0) -> None:
+        """Until :meth:`come_back`, fail every request to ``paths`` without handling it.
+
+        With ``status``, answer that HTTP status and no JSON (a broken
+        gateway); with ``status=None``, hold the request ``hang`` seconds and
+        hang up without answering (a network that swallows requests, which a
+        client sees as a timeout). Either way nothing is sent or recorded as sent.
+        """
+        with self._state.cond:
+            for path in paths:
+                self._state.down[_normalize(path)] = (status, hang)
+
+    def come_back(self, *paths: str) -> None:
+        """End :meth:`go_down` for ``paths`` (every path when none is named)."""
+        with self._state.cond:
+            for path in paths or list(self._state.down):
+                self._state.down.pop(_normalize(path), None)
+
     def set_delay(self, seconds: float, path: str | None = None) -> None:
         """Pause ``seconds`` before answering ``path`` (every path when None)."""
         if path is None:
@@ -586,6 +605,14 @@ class FakeWeComAPI:
             failure = pending.pop(0) if pending else None
             broken = state.http_failures.get(path)
             http_status = broken.pop(0) if broken else None
+            down = state.down.get(path)
+        if down is not None:
+            status, hang = down
+            if status is None:
+                time.sleep(hang)
+                handler.close_connection = True  # no answer at all
+                return
+            http_status = status
         if delay:
             time.sleep(delay)
         if http_status is not None:
