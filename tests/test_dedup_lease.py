@@ -1,4 +1,7 @@
-"""The dedup claim is a lease held by a live process: a retry whose first arrival died takes it over, once."""
+"""The dedup claim is a lease held by a live process: a retry whose first arrival died takes it over.
+
+Silent owners are taken over once; dead ones whenever a retry finds them dead.
+"""
 from __future__ import annotations
 
 import socket
@@ -30,6 +33,21 @@ def test_a_claim_whose_process_died_is_taken_over_once() -> None:
     retry, later_retry = Dedup(store), Dedup(store)
     assert retry.claim("cb:x:msg:2", take_over=True)  # its owner is dead: run it
     assert not later_retry.claim("cb:x:msg:2", take_over=True)  # taken over once: never again
+
+
+def test_a_taken_over_claim_whose_new_owner_died_too_is_taken_over_again() -> None:
+    store = MemoryStore()
+    store.set("cb:x:msg:7", f"running:{socket.gethostname()}:{dead_pid()}:{time.time():.3f}:again")
+    assert Dedup(store).claim("cb:x:msg:7", take_over=True)  # workers killed one after the other
+    assert store.get("cb:x:msg:7").endswith(":again")
+
+
+def test_a_taken_over_claim_that_is_only_silent_is_not_taken_over_again() -> None:
+    store = MemoryStore()
+    store.set("cb:x:msg:8", f"running:{socket.gethostname()}:{dead_pid()}:{time.time() - 60:.3f}")
+    assert Dedup(store, silent_after=0.1).claim("cb:x:msg:8", take_over=True)  # dead: taken over
+    time.sleep(0.2)  # its new owner (this process, alive) is now silent past the deadline
+    assert not Dedup(store, silent_after=0.1).claim("cb:x:msg:8", take_over=True)
 
 
 def test_a_claim_silent_past_the_deadline_is_taken_over_once() -> None:

@@ -74,6 +74,9 @@ class Dedup:
         self._host = socket.gethostname()
         self.flush_every = flush_every
         self._pending: dict[str, str] = {}
+        #: The batch being written: still this process's to answer from (a store that
+        #: stalls can hold the write for seconds, and a retry must not find "running").
+        self._writing: dict[str, str] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -87,8 +90,11 @@ class Dedup:
         With ``take_over`` (WeCom's HTTP callbacks, whose first arrival always
         records how it was answered), a retry that finds its owner dead (same
         machine) or still running ``silent_after`` seconds after it claimed
-        takes the callback over and runs it: once, since a claim taken over is
-        never taken over again.
+        takes the callback over and runs it. A claim taken over is taken over
+        again only when its new owner died too (workers killed one after the
+        other), never for being silent: a slow plugin runs at most twice, and
+        a callback that kills every worker it reaches runs at most as often
+        as WeCom sends it (four times).
         """
         if self.store.add(key, self._running(), self.ttl):
             return True
@@ -107,16 +113,16 @@ class Dedup:
         return f"{RUNNING}:{self._host}:{os.getpid()}:{time.time():.3f}" + (":again" if taken_over else "")
 
     def _abandoned(self, state: str) -> bool:
-        """Whether a ``running`` claim's owner died or went silent (and it was not taken over yet)."""
+        """Whether a ``running`` claim's owner died, or went silent (when it was not taken over yet)."""
         parts = state.split(":")
-        if parts[0] != RUNNING or len(parts) != 4:
-            return False  # answered, deferred, or already taken over once
-        _, host, pid, since = parts
+        if parts[0] != RUNNING or not (len(parts) == 4 or len(parts) == 5 and parts[4] == "again"):
+            return False  # answered or deferred
+        _, host, pid, since = parts[:4]
         try:
             pid_number, claimed_at = int(pid), float(since)
         except ValueError:
             return False
-        if time.time() - claimed_at > self.silent_after:
+        if len(parts) == 4 and time.time() - claimed_at > self.silent_after:
             return True
         return pid_number != os.getpid() and not _owner_alive(host, pid_number)
 
@@ -131,6 +137,8 @@ class Dedup:
     def state(self, key: str) -> str | None:
         """The latest known state of a callback (this process's unwritten ones first)."""
         pending = self._pending.get(key)
+        if pending is None:
+            pending = self._writing.get(key)
         return pending if pending is not None else self.store.get(key)
 
     def wait_for_answer(self, key: str, timeout: float) -> str | None:
@@ -154,10 +162,13 @@ class Dedup:
         with self._lock:
             batch, self._pending = self._pending, {}
         if batch:
+            self._writing = batch
             try:
                 self.store.set_many(batch, self.ttl)
             except Exception:
                 log.exception("could not record %d answered callbacks", len(batch))
+            finally:
+                self._writing = {}
 
     def start(self) -> None:
         """Start this process's writer thread (again in a forked child)."""
