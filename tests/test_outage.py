@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from wechatbot import hookimpl
+from wechatbot.jobs import Jobs, queue_for
 from wechatbot.outage import ResilientStore
 from wechatbot.testing import app_sections, free_port, make_app, simulated_wecom
 
@@ -46,8 +48,17 @@ class PrivateRedis:
                     raise
                 time.sleep(0.05)
 
+    def freeze(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
     def kill(self) -> None:
         if self.process is not None:
+            self.process.send_signal(signal.SIGCONT)
             self.process.kill()
             self.process.wait(5)
             self.process = None
@@ -159,3 +170,93 @@ def test_while_down_a_reminder_at_most_once_a_minute(redis_server: PrivateRedis,
     assert len(lines) == 2, [r.getMessage() for r in lines]  # went down, one reminder after 60 s
     assert "still unreachable" in lines[1].getMessage()
     store.close()
+
+
+def wait_for(condition, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_what_was_kept_during_an_outage_is_copied_back_except_locks(redis_server: PrivateRedis) -> None:
+    import redis
+
+    redis_server.start()
+    store = ResilientStore(redis_server.url, probe_every=0.1)
+    redis_server.kill()
+    store.set("cb:app:msg:1", "reply:<xml/>", 600)
+    store.set("plugin:notes:k", "kept")
+    store.push("longconn:outbox:bot", "frame", 600)
+    with store.lock("job-x", wait=0):
+        store.set("lock:held", "token", 600)
+    assert not store.healthy
+    redis_server.start()  # empty
+    time.sleep(0.15)
+    store.get("anything")  # the probe that finds it back
+    assert store.healthy
+    store.wait_copied_back()
+    direct = redis.Redis(port=redis_server.port, decode_responses=True)
+    assert direct.get("cb:app:msg:1") == "reply:<xml/>" and 590 < direct.ttl("cb:app:msg:1") <= 600
+    assert direct.get("plugin:notes:k") == "kept" and direct.ttl("plugin:notes:k") == -1
+    assert direct.lrange("longconn:outbox:bot", 0, -1) == ["frame"]
+    assert direct.get("lock:held") is None  # a lock in one process's memory excluded nobody: not copied
+    store.close()
+
+
+def test_the_store_wins_over_what_was_kept(redis_server: PrivateRedis) -> None:
+    import redis
+
+    redis_server.start()
+    store = ResilientStore(redis_server.url, probe_every=0.1)
+    redis_server.kill()
+    store.set("cb:app:msg:2", "running:here:1:0")
+    redis_server.start()
+    direct = redis.Redis(port=redis_server.port, decode_responses=True)
+    direct.set("cb:app:msg:2", "reply:<from another host/>")  # written meanwhile, elsewhere
+    time.sleep(0.15)
+    store.get("anything")
+    store.wait_copied_back()
+    assert direct.get("cb:app:msg:2") == "reply:<from another host/>"
+    store.close()
+
+
+def test_a_job_accepted_while_the_store_is_down_runs_in_another_process_once_it_is_back(
+        redis_server: PrivateRedis, caplog) -> None:
+    redis_server.start()
+    accepting = Jobs(ResilientStore(redis_server.url), queue_for(redis_server.url), lambda record: None, lease=1.0)
+    redis_server.kill()
+    accepting.submit({"kind": "dispatch", "n": 1}, "job-during")  # neither the store nor the queue takes it
+    redis_server.start()  # empty
+    ran: list[dict] = []
+    other = Jobs(ResilientStore(redis_server.url), queue_for(redis_server.url), ran.append, lease=1.0)
+    other.start()
+    try:
+        with caplog.at_level(logging.INFO):
+            # The accepting process's heartbeat, at once: its store has not noticed the server is back.
+            wait_for(lambda: accepting.flush_spool() == 0)
+            wait_for(lambda: ran)
+            time.sleep(0.3)
+    finally:
+        other.stop()
+    assert [(r["key"], r["n"]) for r in ran] == [("job-during", 1)]
+    assert not [r for r in caplog.records if "no record" in r.getMessage()]
+
+
+def test_a_job_whose_record_cannot_be_read_is_put_off_not_dropped(redis_server: PrivateRedis, caplog) -> None:
+    redis_server.start()
+    ran: list[dict] = []
+    jobs = Jobs(ResilientStore(redis_server.url, probe_every=0.2), queue_for("memory://"), ran.append, lease=0.5)
+    jobs.submit_later({"kind": "dispatch", "n": 2}, delay=0.5)  # its record is in Redis
+    redis_server.freeze()
+    with caplog.at_level(logging.INFO):
+        jobs.start()
+        try:
+            time.sleep(2.5)  # due, tried, put off (more than once): the store cannot be read
+            assert ran == []
+            redis_server.thaw()
+            wait_for(lambda: ran)
+        finally:
+            jobs.stop()
+    assert [r["n"] for r in ran] == [2]
+    assert not [r for r in caplog.records if "no record" in r.getMessage()]

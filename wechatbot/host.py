@@ -21,6 +21,7 @@ from .pipeline import Pipeline
 from .plugins import LoadedPlugin, installed_plugins, load, plugin_manager, select
 from .pool import BoundedPool
 from .schedules import Schedule, Scheduler, as_push
+from .store_marks import open_store_once
 from .streaming import Streaming
 from .streams import Streams
 
@@ -34,7 +35,8 @@ class Host:
         """``url_prefix`` goes before every endpoint's callback path (the Blueprint's mount point)."""
         self.config = config
         # Down is a state: while the store cannot be reached, this process answers for it.
-        self.store = ResilientStore(config.store)
+        # A worker started after its siblings opened a SQLite store never creates it (see store_marks).
+        self.store = ResilientStore(config.store, opener=open_store_once)
         try:
             self._build(config, extra_plugins, url_prefix)
         except BaseException:

@@ -13,12 +13,21 @@ recording that it did.
 
 The queue lives next to the store: a SQLite file beside the store's (one
 machine, no server), the same Redis (several hosts), or memory (tests).
+
+A job's record is written to the real store, never to the memory a
+:class:`~wechatbot.outage.ResilientStore` answers from during an outage: a
+job queued with its record only in one process's memory would be dropped by
+every other process. While the store or the queue cannot take a job, it
+waits in this process's spool (in order, at most :data:`SPOOL_LIMIT`) and is
+queued, record first, once both are back. A job whose record cannot be read
+when it runs (the store is down) is put off, not dropped.
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
+import sqlite3
 import sys
 import threading
 import time
@@ -75,6 +84,8 @@ MAX_ATTEMPTS = 3
 SPOOL_LIMIT = 10_000
 #: Tries at writing a guard to a busy queue (a SQLite queue locked past its timeout).
 GUARD_TRIES = 3
+#: Seconds a Redis queue command may take (its consumer blocks 1 s reading).
+QUEUE_TIMEOUT = 2.0
 
 
 def queue_for(store_url: str, queue_url: str | None = None) -> Huey:
@@ -85,10 +96,24 @@ def queue_for(store_url: str, queue_url: str | None = None) -> Huey:
         path = url[len("sqlite:///"):]
         if path.endswith(".db"):
             path = path[:-3]
-        return SqliteHuey(filename=path + "-queue.db", **common)
+        try:
+            return SqliteHuey(filename=path + "-queue.db", **common)
+        except sqlite3.Error:
+            # The folder cannot be reached now (removed, unwritable): the store's outage says so, and
+            # the queue's calls fail (jobs wait in the spool) until it is back.
+            return SqliteHuey(filename=path + "-queue.db", create_tables=False, **common)
     if url.startswith(("redis://", "rediss://")):
         _huey_with_redis()
-        return RedisHuey(url=url, **common)
+        import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        # A frozen server must not hold a request thread that queues a job:
+        # a timeout a little over the consumer's blocking read (1 s), no retry after it.
+        pool = redis.ConnectionPool.from_url(
+            url, socket_timeout=QUEUE_TIMEOUT, socket_connect_timeout=QUEUE_TIMEOUT, health_check_interval=30,
+            retry=Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,)))
+        return RedisHuey(connection_pool=pool, **common)
     if url.startswith("memory://"):
         return MemoryHuey(**common)
     raise ConfigError(
@@ -120,6 +145,8 @@ class Jobs:
 
     def __init__(self, store: Store, huey: Huey, runner: Runner, lease: float = 10.0, workers: int = 2) -> None:
         self.store = store
+        # Records only the real store holds (see the module's docstring).
+        self.durable: Store = getattr(store, "durable", store)
         self.huey = huey
         self.runner = runner
         self.lease = lease
@@ -131,10 +158,11 @@ class Jobs:
         self._pid: int | None = None
         self._stop = threading.Event()
         self._heartbeat_thread: threading.Thread | None = None
-        #: Jobs the queue could not take, by key, waiting for it to come back.
-        self._spool: dict[str, dict] = {}
+        #: Jobs the store or the queue could not take, by key, waiting for both to be back:
+        #: (the record to write, or None when the store has it; when to run, epoch seconds).
+        self._spool: dict[str, tuple[dict | None, float]] = {}
         self._spool_lock = threading.Lock()
-        self._next_adopt_warning = 0.0
+        self._spool_said = False
         self.task = huey.task(name="wechatbot.run_job")(self._run)
 
     # -- starting and stopping -------------------------------------------
@@ -151,8 +179,8 @@ class Jobs:
             self.huey, workers=self.workers, periodic=False, initial_delay=0.05, max_delay=0.5,
             check_worker_health=False, worker_type="thread",
         )
+        quiet_outage_tracebacks("huey")  # its workers' loggers exist now, before they log anything
         self._consumer.start()
-        quiet_outage_tracebacks("huey")  # its workers' loggers exist now
         self._heartbeat_thread = threading.Thread(target=self._heartbeat, name="wechatbot-lease-heartbeat", daemon=True)
         self._heartbeat_thread.start()
 
@@ -178,39 +206,61 @@ class Jobs:
     def submit(self, record: dict, key: str | None = None) -> str:
         """Store a job and queue it to run now; return its key.
 
-        While the queue cannot be reached (its SQLite file unwritable, Redis
-        down) the job waits in a bounded spool in this process, flushed when
-        the queue is back; when the spool is full, the job runs at once here.
+        While the store or the queue cannot be reached (a SQLite file
+        unwritable, the disk full, Redis down) the job waits in a bounded
+        spool in this process, queued when both are back; when the spool is
+        full, the job runs at once here.
         """
         key = key or f"job-{uuid.uuid4().hex}"
-        entry = {**record, "key": key, "attempts": 0}
-        self.store.set(f"job:{key}", json.dumps(entry), JOB_TTL)
-        try:
-            self.task(key)
-        except outage_errors() as exc:
-            self._spool_job(key, entry, exc)
+        self._queue(key, {**record, "key": key, "attempts": 0}, 0.0)
         return key
 
     def submit_later(self, record: dict, delay: float) -> str:
         """Store a job and queue it to run ``delay`` seconds from now; return its key."""
         key = f"job-{uuid.uuid4().hex}"
-        entry = {**record, "key": key, "attempts": 0}
-        self.store.set(f"job:{key}", json.dumps(entry), JOB_TTL)
-        try:
-            self.task.schedule((key,), delay=delay)
-        except outage_errors() as exc:
-            self._spool_job(key, entry, exc)
+        self._queue(key, {**record, "key": key, "attempts": 0}, delay)
         return key
 
-    def _spool_job(self, key: str, entry: dict, exc: BaseException) -> None:
-        """Keep a job the queue refused until :meth:`flush_spool` can queue it."""
+    def _queue(self, key: str, entry: dict | None, delay: float) -> None:
+        """Write the record (unless None: the store has it) and queue the job, or spool it.
+
+        Once something waits in the spool, new jobs join it without trying:
+        they keep their order, and no request thread waits on a store or
+        queue known to be down.
+        """
+        if not self._spool:
+            try:
+                self._enqueue(key, entry, delay)
+                return
+            except outage_errors() as exc:
+                self._spool_job(key, entry, time.time() + delay, exc)
+                return
+        self._spool_job(key, entry, time.time() + delay, None)
+
+    def _enqueue(self, key: str, entry: dict | None, delay: float) -> None:
+        if entry is not None:
+            self.durable.set(f"job:{key}", json.dumps(entry), JOB_TTL)
+        if delay > 0:
+            self.task.schedule((key,), delay=delay)
+        else:
+            self.task(key)
+
+    def _spool_job(self, key: str, entry: dict | None, due: float, exc: BaseException | None) -> None:
+        """Keep a job the store or queue refused until :meth:`flush_spool` can queue it.
+
+        Said once when the queue alone is down; an outage of the store has its own line.
+        """
         with self._spool_lock:
-            if not self._spool:
+            if not self._spool and exc is not None and getattr(self.store, "healthy", True):
+                self._spool_said = True
                 log.error("job queue unreachable (%s: %s): jobs wait in this process (at most %d) until it is back",
                           type(exc).__name__, " ".join(str(exc).split())[:200], SPOOL_LIMIT)
             if len(self._spool) < SPOOL_LIMIT:
-                self._spool[key] = entry
+                self._spool[key] = (entry, due)
                 return
+        if entry is None:
+            log.error("job spool full: deferred job %s is put off until its record can be read again", key)
+            return
         log.warning("job spool full: deferred job %s runs now in this process", key)
         threading.Thread(target=self._run_spooled, args=(entry,), name="wechatbot-spooled-job", daemon=True).start()
 
@@ -221,18 +271,18 @@ class Jobs:
             log.exception("deferred job %s failed", entry.get("key"))
 
     def flush_spool(self) -> int:
-        """Queue the jobs that waited for the queue; return how many are still waiting."""
+        """Queue the jobs that waited for the store or the queue; return how many are still waiting."""
         with self._spool_lock:
             waiting = list(self._spool.items())
-        for key, entry in waiting:
+        for key, (entry, due) in waiting:
             try:
-                self.store.set(f"job:{key}", json.dumps(entry), JOB_TTL)
-                self.task(key)
+                self._enqueue(key, entry, due - time.time())
             except outage_errors():
                 return len(self._spool)
             with self._spool_lock:
                 self._spool.pop(key, None)
-                if not self._spool:
+                if not self._spool and self._spool_said:
+                    self._spool_said = False
                     log.warning("job queue is back: every job that waited in this process is queued")
         return len(self._spool)
 
@@ -240,18 +290,20 @@ class Jobs:
         """Record a job this process is already running (past the reply deadline).
 
         This process holds its lease; if it dies, the guard runs the job again.
+        While the store is down the record and lease are kept in this process
+        and copied back when it returns (``outage``); while the queue is down
+        the guard waits in the spool.
         """
         self.store.set(f"job:{key}", json.dumps({**record, "key": key, "attempts": 1}), JOB_TTL)
         self.store.set(f"lease:{key}", self.owner, self.lease)
         self._hold(key)
+        if self._spool:  # the queue is down: do not hold up the request thread on it
+            self._spool_job(key, None, time.time() + self.lease, None)
+            return
         try:
             self._schedule_guard(key)
         except outage_errors() as exc:
-            now = time.monotonic()
-            if now >= self._next_adopt_warning:
-                self._next_adopt_warning = now + 60.0
-                log.warning("job queue unreachable (%s): late replies are pushed by this process, without a guard "
-                            "if it dies", type(exc).__name__)
+            self._spool_job(key, None, time.time() + self.lease, exc)
 
     def finish(self, key: str) -> None:
         """Mark a job done: guards stop, nobody runs it again."""
@@ -261,9 +313,13 @@ class Jobs:
     # -- running -----------------------------------------------------------
 
     def _run(self, key: str) -> None:
-        if self.store.get(f"done:{key}"):
+        try:
+            if self.durable.get(f"done:{key}"):
+                return
+            raw = self.durable.get(f"job:{key}")
+        except outage_errors():
+            self._queue(key, None, self.lease)  # the store is down: look again later
             return
-        raw = self.store.get(f"job:{key}")
         if raw is None:
             log.error("deferred job %s has no record (expired?); dropped", key)
             return
@@ -307,8 +363,9 @@ class Jobs:
             try:
                 self.huey.add_schedule(guard)
                 return
-            except Exception:
-                if attempt == GUARD_TRIES:
+            except Exception as exc:
+                # Only a busy SQLite queue is worth waiting for; a server that timed out is not.
+                if attempt == GUARD_TRIES or not isinstance(exc, sqlite3.OperationalError):
                     raise
                 time.sleep(0.1 * attempt)
 

@@ -8,14 +8,29 @@ SQLite file read-only, its folder removed, the disk full), the store is
 callbacks are still answered and plugins still run. Dedup then only sees
 this process's retries; each callback claimed meanwhile is counted as a
 possible duplicate. Every ``probe_every`` seconds one call tries the real
-store again; the first that succeeds makes it *up* again, by itself.
+store again, with a write first (a full disk or a read-only file still
+answers reads); the first that succeeds makes it *up* again, by itself.
 
 One log line when the state changes, at most one a minute while it lasts, and
-no tracebacks: an outage is expected. :meth:`ping` and :attr:`healthy` are
+no tracebacks: an outage is expected. :meth:`check` and :attr:`healthy` are
 what ``/readyz`` asks.
 
 Starting while the store is down works the same way: the store is opened
 again at each probe until it opens.
+
+What was kept here during the outage is copied back when the store returns
+(by a background thread, so that no callback waits for it): every key with
+the time it had left, with ``add``, so that a key the store already holds
+keeps the store's value (another process or host may have written it since),
+and every list entry (frames waiting for a long connection), appended. Two
+things are left out on purpose: ``lock:`` keys, since a lock taken in one
+process's memory excluded no one else and copying it would only make others
+wait for it to expire, and the ``ready:`` probe keys. Durable jobs are not
+kept here at all: :attr:`durable` is the real store or an error, and
+:class:`~wechatbot.jobs.Jobs` keeps a job the store cannot take in its own
+spool until it can (a job written only to this process's memory would be
+found by no other process). What cannot be copied back is what a process
+that died during the outage kept: its marks, answers and spooled jobs.
 """
 from __future__ import annotations
 
@@ -27,9 +42,10 @@ import time
 from typing import Any, Callable
 
 from .dedup import CALLBACK_PREFIX
-from .store import MemoryStore, Store, StoreURLError, _redact, open_store
+from .process import current_pid
+from .store import PREFIXES, MemoryStore, Store, StoreURLError, _redact, open_store
 
-__all__ = ["ResilientStore", "outage_errors"]
+__all__ = ["ResilientStore", "StoreDown", "outage_errors"]
 
 log = logging.getLogger("wechatbot.store")
 
@@ -37,6 +53,14 @@ log = logging.getLogger("wechatbot.store")
 PROBE_EVERY = 1.0
 #: Seconds between two "still down" log lines.
 REMIND_EVERY = 60.0
+#: The key a probe writes to see the store take writes again (one per process).
+WRITE_PROBE_PREFIX = PREFIXES["ready"] + "write:"
+#: Keys never copied back after an outage (see the module's docstring).
+NOT_COPIED_BACK = (PREFIXES["lock"], PREFIXES["ready"])
+
+
+class StoreDown(ConnectionError):
+    """The store is down and it is not yet time to try it again (raised by :attr:`ResilientStore.durable`)."""
 
 
 def outage_errors() -> tuple[type[BaseException], ...]:
@@ -76,6 +100,10 @@ class ResilientStore(Store):
         self._down_since: float | None = None
         self._next_probe = 0.0
         self._next_reminder = 0.0
+        self._last_error: BaseException | None = None
+        #: Entries written back (or found there already) after the last outage.
+        self.copied_back = 0
+        self._copier: threading.Thread | None = None
         #: Calls answered locally during the current or last outage, and
         #: callbacks claimed meanwhile (possible duplicates across processes).
         self.local_calls = 0
@@ -110,7 +138,7 @@ class ResilientStore(Store):
         return 0.0 if self._down_since is None else self._clock() - self._down_since
 
     def ping(self) -> bool:
-        """Ask the real store now (one cheap read); True when it answered. Updates the state."""
+        """Ask the real store now; True when it answered. Updates the state."""
         try:
             self.check()
         except self._errors:
@@ -118,13 +146,32 @@ class ResilientStore(Store):
         return True
 
     def check(self, key: str = "ready:ping") -> None:
-        """Read ``key`` from the real store now, raising its error when it cannot answer. Updates the state."""
+        """Ask the real store now, raising its error when it cannot answer. Updates the state.
+
+        A write, then a read of ``key``: a store may answer reads but not
+        writes (a full disk, a read-only file, a SQLite file removed while open).
+        """
         try:
-            self._open().get(key)
+            primary = self._open()
+            self._write_probe(primary)
+            primary.get(key)
         except self._errors as exc:
             self._went_down(exc)
             raise
         self._came_back()
+
+    @property
+    def durable(self) -> Store:
+        """The real store, never this process's memory: its calls raise while the store is down.
+
+        For what must be seen by every process (durable jobs). While the store
+        is down a call raises :class:`StoreDown` at once, except the one per
+        ``probe_every`` that tries the real store.
+        """
+        return _Durable(self)
+
+    def _write_probe(self, primary: Store) -> None:
+        primary.set(f"{WRITE_PROBE_PREFIX}{current_pid()}", "1", 60.0)
 
     def _open(self) -> Store:
         primary = self._primary
@@ -138,6 +185,7 @@ class ResilientStore(Store):
 
     def _went_down(self, exc: BaseException) -> None:
         now = self._clock()
+        self._last_error = exc
         with self._lock:
             self._next_probe = now + self.probe_every
             if self._down_since is not None:
@@ -161,8 +209,51 @@ class ResilientStore(Store):
             if self._down_since is None:
                 return
             lasted, self._down_since = self._clock() - self._down_since, None
+            kept, self._local = self._local, MemoryStore()
         log.warning("store %s is back after %.0f s; %d calls were answered in this process, %d callbacks "
-                    "possibly handled twice", self._shown_url, lasted, self.local_calls, self.possible_duplicates)
+                    "possibly handled twice; copying back what was kept here", self._shown_url, lasted,
+                    self.local_calls, self.possible_duplicates)
+        self._copier = threading.Thread(target=self._copy_back, args=(kept,), name="wechatbot-store-copy-back",
+                                        daemon=True)
+        self._copier.start()
+
+    def _copy_back(self, kept: MemoryStore) -> None:
+        """Write what ``kept`` holds into the real store (see the module's docstring)."""
+        time.sleep(0.05)  # let calls that chose the local store just before it came back finish there
+        entries, items = kept.snapshot()
+        entries = [entry for entry in entries if not entry[0].startswith(NOT_COPIED_BACK)]
+        copied = 0
+        try:
+            primary = self._open()
+            for n, (key, value, ttl) in enumerate(entries):
+                if ttl is None or ttl > 0.001:
+                    primary.add(key, value, ttl)
+                copied = n + 1
+            for n, (key, value, ttl) in enumerate(items):
+                if ttl > 0.001:
+                    primary.push(key, value, ttl)
+                copied = len(entries) + n + 1
+        except self._errors as exc:
+            self._went_down(exc)
+            rest_entries = entries[copied:]
+            rest_items = items[max(0, copied - len(entries)):]
+            local = self._local
+            for key, value, ttl in rest_entries:  # kept for the next time it is back
+                if ttl is None or ttl > 0.001:
+                    local.add(key, value, ttl)
+            for key, value, ttl in rest_items:
+                if ttl > 0.001:
+                    local.push(key, value, ttl)
+        self.copied_back = copied
+        if entries or items:
+            log.debug("store %s: %d of %d entries kept in this process during the outage copied back",
+                     self._shown_url, copied, len(entries) + len(items))
+
+    def wait_copied_back(self, timeout: float = 10.0) -> None:
+        """Wait for the copy after the last outage to finish (tests)."""
+        copier = self._copier
+        if copier is not None:
+            copier.join(timeout)
 
     def _probe_due(self) -> bool:
         """True for the one caller per ``probe_every`` that tries the real store while it is down."""
@@ -181,14 +272,35 @@ class ResilientStore(Store):
             raise RuntimeError(f"the store {self._shown_url} is closed")
         if self._down_since is None or self._probe_due():
             try:
-                result = getattr(self._open(), name)(*args)
-            except self._errors as exc:
-                self._went_down(exc)
+                result = self._on_primary(name, args)
+            except self._errors:
+                pass
             else:
-                self._came_back()
                 return result
         self.local_calls += 1
         return getattr(self._local, name)(*args)
+
+    def _on_primary(self, name: str, args: tuple) -> Any:
+        """``name(*args)`` on the real store (a write probe first while it is down), updating the state."""
+        try:
+            primary = self._open()
+            if self._down_since is not None:
+                self._write_probe(primary)
+            result = getattr(primary, name)(*args)
+        except self._errors as exc:
+            self._went_down(exc)
+            raise
+        self._came_back()
+        return result
+
+    def _durable_call(self, name: str, *args: Any) -> Any:
+        if self._closed:
+            raise RuntimeError(f"the store {self._shown_url} is closed")
+        if self._down_since is not None and not self._probe_due():
+            error = self._last_error
+            raise StoreDown(f"store {self._shown_url} is down"
+                            + (f" ({_reason(error)})" if error is not None else ""))
+        return self._on_primary(name, args)
 
     # -- the Store interface --------------------------------------------------------
 
@@ -234,6 +346,43 @@ class ResilientStore(Store):
             except self._errors:
                 pass
         self._local.close()
+
+
+class _Durable(Store):
+    """:attr:`ResilientStore.durable`: the real store through the outage state, with no memory behind it."""
+
+    def __init__(self, resilient: ResilientStore) -> None:
+        self._resilient = resilient
+
+    def get(self, key: str) -> str | None:
+        return self._resilient._durable_call("get", key)
+
+    def set(self, key: str, value: str, ttl: float | None = None) -> None:
+        self._resilient._durable_call("set", key, value, ttl)
+
+    def add(self, key: str, value: str, ttl: float | None = None) -> bool:
+        return self._resilient._durable_call("add", key, value, ttl)
+
+    def incr(self, key: str, amount: int = 1, ttl: float | None = None) -> int:
+        return self._resilient._durable_call("incr", key, amount, ttl)
+
+    def set_many(self, items: dict[str, str], ttl: float | None = None) -> None:
+        self._resilient._durable_call("set_many", items, ttl)
+
+    def delete(self, key: str) -> None:
+        self._resilient._durable_call("delete", key)
+
+    def _delete_if_equal(self, key: str, value: str) -> None:
+        self._resilient._durable_call("_delete_if_equal", key, value)
+
+    def renew(self, key: str, value: str, ttl: float) -> bool:
+        return self._resilient._durable_call("renew", key, value, ttl)
+
+    def push(self, key: str, value: str, ttl: float) -> None:
+        self._resilient._durable_call("push", key, value, ttl)
+
+    def pop(self, key: str, count: int = 100) -> list[str]:
+        return self._resilient._durable_call("pop", key, count)
 
 
 class OutageLogFilter(logging.Filter):

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import WechatbotError, one_line
+from .store_marks import forget_opened_stores, under_gunicorn
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -32,7 +33,7 @@ def _marker(master_pid: int) -> Path:
 
 def _first_to_report() -> bool:
     """True in the first process of a gunicorn master's workers (or outside gunicorn) to fail."""
-    if "gunicorn" not in os.path.basename(sys.argv[0] or "") and "SERVER_SOFTWARE" not in os.environ:
+    if not under_gunicorn():
         return True
     try:
         fd = os.open(_marker(os.getppid()), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
@@ -45,11 +46,13 @@ def _first_to_report() -> bool:
 
 
 def forget_reported_failure(master_pid: int | None = None) -> None:
-    """Remove the mark a failed start left for ``master_pid`` (gunicorn's ``on_exit`` calls this)."""
+    """Remove the marks left for ``master_pid``: a failed start, stores opened (gunicorn's ``on_exit`` calls this)."""
+    pid = master_pid or os.getpid()
     try:
-        _marker(master_pid or os.getpid()).unlink()
+        _marker(pid).unlink()
     except OSError:
         pass
+    forget_opened_stores(pid)
 
 
 def create_app_or_exit(**kwargs: Any) -> Flask:

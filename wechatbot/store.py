@@ -26,7 +26,7 @@ from abc import ABC, abstractmethod
 from collections import deque
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Callable, Iterator, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from .errors import WechatbotError
 from .process import current_pid
@@ -41,6 +41,7 @@ __all__ = [
     "RedisStore",
     "SQLiteStore",
     "Store",
+    "StoreFileGone",
     "StoreURLError",
     "open_store",
 ]
@@ -74,17 +75,39 @@ PREFIXES = {
     "longconn_streams": "longconn:streams:",  # the bot's streams to look at after a takeover
     "longconn_pending": "longconn:pending:",  # a frame that must reach the user, until it is settled
     "longconn_pending_index": "longconn:pending-index:",  # the keys of a bot's pending frames
-    "ready": "ready:",          # read (never written) by /readyz to see the store answer
+    "ready": "ready:",          # ready:probe read by /readyz; ready:write:* written by a store probing a down one
 }
 
 # How often (seconds) a store sweeps out expired entries. Reads already ignore
 # them; the sweep only keeps the table (or dict) from growing without bound.
 DEFAULT_PURGE_INTERVAL = 60.0
+# How often (seconds) a SQLite store checks that its file is still the one it opened.
+FILE_CHECK_INTERVAL = 1.0
+# Seconds a Redis command may take before the store counts as unreachable: a
+# frozen server must not hold a callback past WeCom's 5 s (a callback makes
+# several store calls, and only the first waits: the store is down after it).
+REDIS_TIMEOUT = 1.0
 
 
 def _redact(url: str) -> str:
     """Hide the user-info part of a URL (it may hold a password)."""
     return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#]*@", r"\1***@", url)
+
+
+class StoreFileGone(OSError):
+    """A SQLite store's file was removed or replaced while the store had it open.
+
+    Writes would go on into the removed file (and be lost) and a new file
+    would start empty, so the store refuses both: it is unreachable until
+    the file is back at its path.
+    """
+
+    def __init__(self, path: str, what: str) -> None:
+        self.path = path
+        super().__init__(
+            f"the SQLite store {path} {what}; put the folder and file back (the same path), "
+            "or restart wechatbot to begin again with an empty store"
+        )
 
 
 class StoreURLError(WechatbotError, ValueError):
@@ -316,6 +339,16 @@ class MemoryStore(Store):
                 del self._lists[key]
         return taken
 
+    def snapshot(self) -> tuple[list[tuple[str, str, float | None]], list[tuple[str, str, float]]]:
+        """Every live entry as ``(key, value, seconds left or None)``, then every list entry the same way."""
+        now = time.monotonic()
+        with self._mutex:
+            entries = [(key, value, None if expires is None else expires - now)
+                       for key, (value, expires) in self._data.items() if expires is None or expires > now]
+            items = [(key, value, expires - now) for key, queue in self._lists.items()
+                     for value, expires in queue if expires > now]
+        return entries, items
+
     def close(self) -> None:
         with self._mutex:
             self._data.clear()
@@ -331,6 +364,13 @@ class SQLiteStore(Store):
     connection, and a forked child (gunicorn workers) opens fresh ones instead
     of sharing the parent's. Expiry is wall-clock time, which all processes on
     the machine agree on.
+
+    The file is created (with its folder) only when the store is made; a
+    connection opened later only opens the file that is there. About once a
+    second a write checks that the path still holds the file first opened:
+    a folder removed (or a file replaced) at run time makes every call raise
+    :class:`StoreFileGone` until a file is back at the path, rather than
+    writing into the removed file or starting a fresh empty one.
     """
 
     _TABLE = "wechatbot_kv"
@@ -374,7 +414,9 @@ class SQLiteStore(Store):
         *,
         busy_timeout: float = 10.0,
         purge_interval: float = DEFAULT_PURGE_INTERVAL,
+        create: bool = True,
     ) -> None:
+        """``create=False`` opens only a file that is there (:class:`StoreFileGone` otherwise)."""
         self.path = os.fspath(path)
         self._busy_timeout = busy_timeout
         self._purge_interval = purge_interval
@@ -388,12 +430,18 @@ class SQLiteStore(Store):
         # POSIX locks on the file.
         self._inherited: list[sqlite3.Connection] = []
         self._closed = False
-        parent = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(parent, exist_ok=True)
+        self._next_check = time.time() + FILE_CHECK_INTERVAL
+        self._next_housekeeping = min(self._next_purge, self._next_check)
+        #: Set once the path no longer holds the file opened (see StoreFileGone).
+        self._gone = False
+        if create:
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        elif not os.path.exists(self.path):
+            raise StoreFileGone(self.path, "is missing: it was removed while this host was running")
         # Set up the file with a throw-away connection, so that a process that
         # opens the store and then forks (gunicorn --preload) hands no open
         # connection to its children.
-        conn = self._connect()
+        conn = self._connect(create=create)
         try:
             # Several workers start at once: setting up may meet a busy file too.
             self._retry(lambda: conn.execute("PRAGMA journal_mode=WAL"))
@@ -411,11 +459,18 @@ class SQLiteStore(Store):
             ))
         finally:
             conn.close()
+        self._identity = self._file_identity()
 
-    def _connect(self) -> sqlite3.Connection:
+    def _file_identity(self) -> tuple[int, int]:
+        stat = os.stat(self.path)
+        return stat.st_dev, stat.st_ino
+
+    def _connect(self, create: bool = False) -> sqlite3.Connection:
         # isolation_level=None: autocommit, one statement is one transaction.
         # timeout=0: a busy database fails at once and _retry waits instead.
-        conn = sqlite3.connect(self.path, timeout=0, isolation_level=None, check_same_thread=False)
+        # mode=rw: only the constructor creates the file (see the class).
+        target = self.path if create else f"file:{quote(os.path.abspath(self.path))}?mode=rw"
+        conn = sqlite3.connect(target, timeout=0, isolation_level=None, check_same_thread=False, uri=not create)
         self._retry(lambda: conn.execute("PRAGMA synchronous=OFF"))
         self._retry(lambda: conn.execute("PRAGMA journal_size_limit=4194304"))
         return conn
@@ -435,10 +490,40 @@ class SQLiteStore(Store):
             return state[1], state[2]
         if state is not None:
             self._inherited.append(state[1])
+        if self._gone:
+            self._reattach()
         conn = self._connect()
         self._process = (os.getpid(), conn, threading.Lock())
         self._conns.append((os.getpid(), conn))
         return conn, self._process[2]
+
+    def _check_file(self) -> None:
+        """Raise :class:`StoreFileGone` when the path no longer holds the file this store opened."""
+        try:
+            same = self._file_identity() == self._identity
+        except FileNotFoundError:
+            what = "was removed while in use (its folder too?)"
+        else:
+            if same:
+                return
+            what = "was replaced by another file while in use"
+        self._gone = True
+        self._process = None  # the next call reconnects, once the file is back (see _reattach)
+        raise StoreFileGone(self.path, what)
+
+    def _reattach(self) -> None:
+        """Use the file at the path again, once there is one holding a store."""
+        if not os.path.exists(self.path):
+            raise StoreFileGone(self.path, "is gone: it was removed while in use")
+        conn = self._connect()
+        try:
+            conn.execute(f"SELECT 1 FROM {self._TABLE} LIMIT 1").fetchall()
+        except sqlite3.Error as exc:
+            raise StoreFileGone(self.path, f"was removed while in use, and what is there now is not a store ({exc})") from None
+        finally:
+            conn.close()
+        self._identity = self._file_identity()
+        self._gone = False
 
     def _retry(self, operation: Callable[[], T]) -> T:
         """Run ``operation``, retrying while another process holds the write lock.
@@ -467,11 +552,16 @@ class SQLiteStore(Store):
             return self._retry(lambda: conn.execute(sql, params))
 
     def _after_write(self, conn: sqlite3.Connection, now: float) -> None:
-        if now < self._next_purge:
+        if now < self._next_housekeeping:
             return
-        self._next_purge = now + self._purge_interval
-        self._retry(lambda: conn.execute(self._SQL_PURGE, (now,)))
-        self._retry(lambda: conn.execute(self._SQL_PURGE_LISTS, (now,)))
+        if now >= self._next_check:
+            self._next_check = now + FILE_CHECK_INTERVAL
+            self._check_file()
+        if now >= self._next_purge:
+            self._next_purge = now + self._purge_interval
+            self._retry(lambda: conn.execute(self._SQL_PURGE, (now,)))
+            self._retry(lambda: conn.execute(self._SQL_PURGE_LISTS, (now,)))
+        self._next_housekeeping = min(self._next_purge, self._next_check)
 
     def get(self, key: str) -> str | None:
         conn, lock = self._conn()
@@ -648,7 +738,7 @@ class RedisStore(Store):
         self._client.close()
 
 
-def _open_sqlite(url: str) -> SQLiteStore:
+def _open_sqlite(url: str, create: bool = True) -> SQLiteStore:
     path = url[len("sqlite:///") :] if url.startswith("sqlite:///") else ""
     if not path:
         raise StoreURLError(url, "a SQLite URL needs a file path after sqlite:///")
@@ -656,7 +746,7 @@ def _open_sqlite(url: str) -> SQLiteStore:
         # Every thread and process would get its own private database.
         raise StoreURLError(url, "a SQLite store must be a file on disk; use memory:// for tests")
     try:
-        return SQLiteStore(path)
+        return SQLiteStore(path, create=create)
     except (OSError, sqlite3.Error) as exc:
         raise StoreURLError(url, f"cannot open SQLite file {path!r} ({exc})") from exc
 
@@ -673,15 +763,20 @@ def _open_redis(url: str) -> RedisStore:
     if db and not db.isdigit():
         raise StoreURLError(url, f"the database must be a number, not {db!r}")
     import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
 
     try:
         client = redis.Redis.from_url(
             url,
             decode_responses=True,
-            # Defaults the URL's query string may override: a dead server must
-            # fail a callback quickly rather than hang a worker.
-            socket_timeout=5.0,
-            socket_connect_timeout=5.0,
+            # Defaults the URL's query string may override: a dead or frozen
+            # server must fail a callback quickly rather than hang a worker.
+            socket_timeout=REDIS_TIMEOUT,
+            socket_connect_timeout=REDIS_TIMEOUT,
+            # Once more at once after a broken connection (a pooled one that
+            # died with a restarted server); never after a timeout.
+            retry=Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,)),
             health_check_interval=30,
         )
     except ValueError as exc:
@@ -689,12 +784,13 @@ def _open_redis(url: str) -> RedisStore:
     return RedisStore(client)
 
 
-def open_store(url: str) -> Store:
+def open_store(url: str, create: bool = True) -> Store:
     """Open the store that ``url`` (the ``[wechatbot] store`` setting) names.
 
     Raises :class:`StoreURLError` for a URL no backend accepts. A Redis server
     is contacted on first use, not here, so a briefly unavailable server does
-    not stop the host from starting.
+    not stop the host from starting. ``create=False``: a SQLite file must be
+    there already.
     """
     url = url.strip()
     scheme = url.partition("://")[0].lower() if "://" in url else ""
@@ -704,7 +800,7 @@ def open_store(url: str) -> Store:
             raise StoreURLError(url, "memory:// takes nothing after the scheme")
         return MemoryStore()
     if scheme == "sqlite":
-        return _open_sqlite(url)
+        return _open_sqlite(url, create)
     if scheme in ("redis", "rediss"):
         return _open_redis(url)
     if not scheme:
