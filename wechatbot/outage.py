@@ -270,13 +270,16 @@ class ResilientStore(Store):
         """``name(*args)`` on the real store, or on the local one while it is down."""
         if self._closed:
             raise RuntimeError(f"the store {self._shown_url} is closed")
-        if self._down_since is None or self._probe_due():
+        if self._down_since is None:
             try:
-                result = self._on_primary(name, args)
+                return getattr(self._open(), name)(*args)
+            except self._errors as exc:
+                self._went_down(exc)
+        elif self._probe_due():
+            try:
+                return self._on_primary(name, args)
             except self._errors:
                 pass
-            else:
-                return result
         self.local_calls += 1
         return getattr(self._local, name)(*args)
 
