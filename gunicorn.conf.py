@@ -75,8 +75,9 @@ def post_worker_init(worker):
 
 
 def on_exit(server):
-    """Remove the metrics directory if it is this master's own default one, and forget a
-    start-up failure this master's workers reported (they print it once between them)."""
+    """Remove the metrics directory if it is this master's own default one, and the marks its
+    workers left: a start-up failure they reported (they print it once between them), and
+    the SQLite store they opened (a worker started later never creates it)."""
     from wechatbot.startup import forget_reported_failure
 
     if os.environ["PROMETHEUS_MULTIPROC_DIR"] == _DEFAULT_METRICS_DIR:
