@@ -202,6 +202,35 @@ def test_reply_deadline_counts_from_the_arrival_the_server_stamped(fake_wecom_ap
     assert Quick.runs == ["in time", "too late"]
 
 
+def test_a_callbacks_time_counts_from_its_arrival_in_the_log_and_metrics(caplog) -> None:
+    """The wait for a request thread shows in the callback's line and in wechatbot_callback_seconds."""
+    from wechatbot.metrics import sample
+
+    class Echo:
+        wechatbot_inline = True
+
+        @hookimpl
+        def handle_message(self, message):
+            return message.content
+
+    sections = app_sections(wechatbot={"store": "memory://"})
+    app = make_app(sections, {"echo_now": Echo()})
+    client = app.test_client()
+    wecom = sections["wecom"]
+
+    def send(method: str, path: str, body: bytes | None) -> tuple[int, str]:
+        response = client.open(path, method=method, data=body, content_type="text/xml",
+                               environ_overrides={"wechatbot.arrived": time.monotonic() - 1.5})
+        return response.status_code, response.get_data(as_text=True)
+
+    before = sample("wechatbot_callback_seconds_sum", app="wecom")
+    with caplog.at_level("INFO", logger="wechatbot.callback"):
+        assert SimulatedWeCom(send, wecom["token"], wecom["encoding_aes_key"], wecom["corp_id"]).text("hi").content == "hi"
+    assert sample("wechatbot_callback_seconds_sum", app="wecom") - before >= 1.5
+    line = next(r.getMessage() for r in caplog.records if r.name == "wechatbot.callback")
+    assert float(line.rsplit(" in ", 1)[1].split()[0]) >= 1500
+
+
 def test_while_requests_wait_for_a_thread_no_callback_waits_for_its_plugins(fake_wecom_api) -> None:
     class Quick:
         @hookimpl

@@ -124,18 +124,23 @@ def _view(host: Host, endpoint: Endpoint, max_body: int, response_class: type[Re
         """One log line (no secrets), counted by ``reason``, and a plain-text answer."""
         log.warning("refused %s %s from %s: %d %s", req.method, req.path, req.remote_addr, status, text)
         if req.method == "POST":
-            report.refused(section, reason, time.perf_counter() - started)
+            report.refused(section, reason, time.monotonic() - started)
         return response_class(text + "\n", status=status, mimetype="text/plain")
 
     def observed() -> Response:
-        """The callback with its id: on every log line about it, and in X-Request-Id."""
-        started = time.perf_counter()
+        """The callback with its id: on every log line about it, and in X-Request-Id.
+
+        Its time is counted from its arrival when the server says when that was
+        (``wechatbot.serving``'s worker), so the log line and
+        ``wechatbot_callback_seconds`` include the wait for a request thread.
+        """
         req = request._get_current_object()  # type: ignore[attr-defined]  # one lookup, not one per use
+        started = req.environ.get(ARRIVED) or time.monotonic()
         request_id = logs.begin_request(req.headers.get(logs.REQUEST_ID_HEADER))
         try:
             response = callback(req, started)
         except Exception:
-            report.failed(section, time.perf_counter() - started)
+            report.failed(section, time.monotonic() - started)
             raise  # to the app's error handlers; the id stays until teardown, on their lines too
         response.headers[logs.REQUEST_ID_HEADER] = request_id
         return response
@@ -160,13 +165,13 @@ def _view(host: Host, endpoint: Endpoint, max_body: int, response_class: type[Re
         if body is None:
             return refuse(req, 413, f"request body over {max_body} bytes", "too_large", started)
         try:
-            environ = request.environ
+            environ = req.environ
             answer = pipeline.callback(endpoint, body, sig, ts, nonce, environ.get(ARRIVED), environ.get(CROWDED))
         except SignatureError as exc:
             return refuse(req, 403, str(exc), _refusal(exc), started)
         except (WeComCryptoError, MessageParseError) as exc:
             return refuse(req, 400, str(exc), "parse" if isinstance(exc, MessageParseError) else "crypto", started)
-        report.answered(section, answer, time.perf_counter() - started)
+        report.answered(section, answer, time.monotonic() - started)
         return response_class(answer.body, mimetype=answer.mimetype)
 
     return observed
