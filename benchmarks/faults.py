@@ -55,6 +55,7 @@ sys.path.insert(0, str(ROOT))
 
 from wechatbot.testing import app_sections, free_port, ini_text, wait_until_serving  # noqa: E402
 from wechatbot.testing.fake_api import FakeWeComAPI  # noqa: E402
+from wechatbot.testing.redis_server import PrivateRedis  # noqa: E402
 from wechatbot.testing.simulator import SimulatedWeCom, http_transport, message_xml  # noqa: E402
 
 RECORDER = '''
@@ -73,44 +74,6 @@ def handle_message(message, context):
 
 RETRY_AFTER = 5.0  # WeCom: 5 s without an answer, then again
 RETRIES = 3
-
-
-class PrivateRedis:
-    """A redis-server of this script's own, empty at each start."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.port = free_port()
-        self.process: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.folder)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while subprocess.run(["redis-cli", "-p", str(self.port), "ping"], capture_output=True, text=True).stdout.strip() != "PONG":
-            if time.monotonic() > deadline:
-                raise RuntimeError("the private redis-server did not start")
-            time.sleep(0.05)
-
-    def kill(self) -> None:
-        if self.process is not None:
-            self.process.send_signal(signal.SIGCONT)  # a frozen one too
-            self.process.kill()
-            self.process.wait()
-            self.process = None
-
-    def freeze(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGSTOP)
-
-    def thaw(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGCONT)
 
 
 class Run:

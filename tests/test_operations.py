@@ -8,7 +8,6 @@ import os
 import re
 import shutil
 import signal
-import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,8 +15,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from wechatbot.testing import app_sections, free_port, ini_text
+from wechatbot.testing import app_sections, ini_text
 from wechatbot.testing.gunicorn import Gunicorn
+from wechatbot.testing.redis_server import PrivateRedis
 from wechatbot.testing.simulator import SimulatedWeCom, http_transport, message_xml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -163,46 +163,17 @@ def test_metrics_add_up_both_workers_and_survive_a_killed_one(tmp_path) -> None:
         host.stop()
 
 
-class PrivateRedis:
-    """A redis-server of this test's own on a free port (never the machine's shared one)."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.port = free_port()
-        self.tmp = tmp
-        self.process: subprocess.Popen | None = None
-        self.start()
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                                         "--appendonly", "no", "--dir", str(self.tmp)],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        import redis
-
-        while True:
-            try:
-                redis.Redis(port=self.port, socket_connect_timeout=0.5).ping()
-                return
-            except redis.RedisError:
-                assert time.monotonic() < deadline, "the private redis-server did not start"
-                time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(10)
-
-
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed (apt-get install redis-server)")
 def test_readyz_follows_the_store_and_healthz_stays_alive(tmp_path) -> None:
     redis_server = PrivateRedis(tmp_path)
+    redis_server.start()
     host = None
     try:
         host = Host(tmp_path, store=f"redis://127.0.0.1:{redis_server.port}/0")
         ready = requests.get(host.url + "/readyz", timeout=10)
         assert (ready.status_code, ready.text) == (200, "store: ok\nqueue: ok\n")
 
-        redis_server.stop()
+        redis_server.kill()
         for _ in range(4):  # both workers see it
             down = requests.get(host.url + "/readyz", timeout=10)
             assert down.status_code == 503
@@ -220,7 +191,7 @@ def test_readyz_follows_the_store_and_healthz_stays_alive(tmp_path) -> None:
     finally:
         if host:
             host.stop()
-        redis_server.stop()
+        redis_server.kill()
 
 
 def test_kill_hup_reloads_the_config_without_dropping_callbacks_or_counts(tmp_path) -> None:

@@ -6,9 +6,6 @@ Redis is a private redis-server on its own port, started and killed here
 from __future__ import annotations
 
 import logging
-import shutil
-import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -17,51 +14,10 @@ import pytest
 from wechatbot import hookimpl
 from wechatbot.jobs import Jobs, queue_for
 from wechatbot.outage import ResilientStore
-from wechatbot.testing import app_sections, free_port, make_app, simulated_wecom
+from wechatbot.testing import app_sections, make_app, simulated_wecom
+from wechatbot.testing.redis_server import REDIS_SERVER, PrivateRedis
 
-REDIS_SERVER = shutil.which("redis-server")
 pytestmark = pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server is not installed")
-
-
-class PrivateRedis:
-    """A redis-server of our own, empty each time it starts."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        import redis
-
-        self.process = subprocess.Popen([REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                                         "--appendonly", "no", "--dir", str(self.folder)],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                redis.Redis(port=self.port, socket_connect_timeout=0.2).ping()
-                return
-            except redis.RedisError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-
-    def freeze(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGSTOP)
-
-    def thaw(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGCONT)
-
-    def kill(self) -> None:
-        if self.process is not None:
-            self.process.send_signal(signal.SIGCONT)
-            self.process.kill()
-            self.process.wait(5)
-            self.process = None
 
 
 @pytest.fixture
