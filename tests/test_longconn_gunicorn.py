@@ -17,7 +17,8 @@ import pytest
 
 from wechatbot.longconn import protocol
 from wechatbot.store import PREFIXES, open_store
-from wechatbot.testing import free_port, ini_text, redis_test_url, wait_until_serving
+from wechatbot.testing import ini_text, redis_test_url
+from wechatbot.testing.gunicorn import Gunicorn
 from wechatbot.testing.fake_longconn import FakeLongConnServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,42 +49,41 @@ def endless():
 '''
 
 
-class Gunicorn:
-    """One host: gunicorn with 2 workers on a config whose only endpoint is the long-connection bot."""
+def bot_config(folder: Path, fake: FakeLongConnServer, store: str, runs: Path) -> Path:
+    """``folder/config.ini``: the long-connection bot as the only endpoint, the recorder plugin writing to ``runs``."""
+    plugins = folder / "plugins"
+    plugins.mkdir(parents=True)
+    (plugins / "recorder.py").write_text(RECORDER)
+    config = folder / "config.ini"
+    config.write_text(ini_text({
+        "wecom:bot": {"type": "aibot", "mode": "websocket", "bot_id": BOT, "ws_url": fake.url},
+        "wechatbot": {"store": store, "plugins_dir": str(plugins), "plugins": "recorder"},
+        "plugin:recorder": {"runs": str(runs)},
+    }))
+    return config
 
-    def __init__(self, tmp: Path, name: str, fake: FakeLongConnServer, store: str, runs: Path) -> None:
-        folder = tmp / name
-        plugins = folder / "plugins"
-        plugins.mkdir(parents=True)
-        (plugins / "recorder.py").write_text(RECORDER)
-        config = folder / "config.ini"
-        config.write_text(ini_text({
-            "wecom:bot": {"type": "aibot", "mode": "websocket", "bot_id": BOT, "ws_url": fake.url},
-            "wechatbot": {"store": store, "plugins_dir": str(plugins), "plugins": "recorder"},
-            "plugin:recorder": {"runs": str(runs)},
-        }))
-        self.url = f"http://127.0.0.1:{free_port()}"
-        env = {**os.environ, "WECHATBOT_CONFIG": str(config), "WECHATBOT_BIND": self.url[len("http://"):],
-               "WECHATBOT_WORKERS": "2", "WECHATBOT_WECOM_BOT__SECRET": SECRET}
-        self.log_path = folder / "gunicorn.log"
-        self.log = open(self.log_path, "w")
-        self.process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"], cwd=ROOT, env=env,
-                                        stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
 
-    def workers(self) -> set[int]:
-        import psutil
+def start_host(tmp: Path, name: str, fake: FakeLongConnServer, store: str, runs: Path) -> Gunicorn:
+    """One host: gunicorn with 2 workers on the bot's config."""
+    folder = tmp / name
+    config = bot_config(folder, fake, store, runs)
+    return Gunicorn(ROOT, config, folder / "gunicorn.log", workers=2, env={"WECHATBOT_WECOM_BOT__SECRET": SECRET})
 
-        return {child.pid for child in psutil.Process(self.process.pid).children()}
 
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(5)
-        self.log.close()
+def worker_command(config: Path) -> list[str]:
+    """``wechatbot worker``: a process that only holds long connections."""
+    return [sys.executable, "-m", "wechatbot.cli", "worker", "--config", str(config)]
+
+
+def stop_worker(worker: subprocess.Popen) -> None:
+    """Ctrl-C, as a person stops it; SIGKILL after 15 s."""
+    if worker.poll() is None:
+        worker.send_signal(signal.SIGINT)
+        try:
+            worker.wait(15)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait(5)
 
 
 @pytest.fixture
@@ -113,14 +113,9 @@ def store_url(request, tmp_path) -> str:
 def test_one_connection_takeover_after_sigkill_and_each_message_answered_once(tmp_path, fake, store_url) -> None:
     runs = tmp_path / "runs.txt"
     runs.touch()
-    hosts = [Gunicorn(tmp_path, name, fake, store_url, runs) for name in ("a", "b")]
+    hosts = [start_host(tmp_path, name, fake, store_url, runs) for name in ("a", "b")]
     store = open_store(store_url)
     try:
-        for host in hosts:
-            try:
-                wait_until_serving(host.url)
-            except TimeoutError:
-                pytest.fail("gunicorn did not start: " + host.log_path.read_text()[-3000:])
         fake.wait_subscribed(BOT, timeout=15)
         time.sleep(3)
         assert len(fake.subscriptions(BOT)) == 1  # four processes, one connection
@@ -133,7 +128,7 @@ def test_one_connection_takeover_after_sigkill_and_each_message_answered_once(tm
         fake.wait_for(lambda: len(fake.replies(endless)) >= 2, 10, "the stream under way")
 
         holder_pid = int(store.get(PREFIXES["longconn_lease"] + BOT).split(":")[1])
-        owner = next(host for host in hosts if holder_pid in host.workers())
+        owner = next(host for host in hosts if holder_pid in host.worker_pids())
         os.kill(holder_pid, signal.SIGKILL)
         killed_at = time.monotonic()
         fake.wait_subscribed(BOT, count=2, timeout=15)
@@ -141,7 +136,7 @@ def test_one_connection_takeover_after_sigkill_and_each_message_answered_once(tm
         print(f"takeover after SIGKILL: {took:.1f} s")
         assert took < 15
         new_pid = int(store.get(PREFIXES["longconn_lease"] + BOT).split(":")[1])
-        assert new_pid != holder_pid and any(new_pid in host.workers() for host in hosts)
+        assert new_pid != holder_pid and any(new_pid in host.worker_pids() for host in hosts)
 
         # The new holder ends the stream the dead process was writing, with a note.
         ended = protocol.stream_of(fake.wait_final_reply(endless, timeout=5)).content
@@ -169,31 +164,17 @@ def test_one_connection_takeover_after_sigkill_and_each_message_answered_once(tm
 def test_wechatbot_worker_may_hold_the_connection(tmp_path, fake) -> None:
     runs = tmp_path / "runs.txt"
     runs.touch()
-    plugins = tmp_path / "plugins"
-    plugins.mkdir()
-    (plugins / "recorder.py").write_text(RECORDER)
-    config = tmp_path / "config.ini"
-    config.write_text(ini_text({
-        "wecom:bot": {"type": "aibot", "mode": "websocket", "bot_id": BOT, "ws_url": fake.url},
-        "wechatbot": {"store": f"sqlite:///{tmp_path / 'shared.db'}", "plugins_dir": str(plugins), "plugins": "recorder"},
-        "plugin:recorder": {"runs": str(runs)},
-    }))
+    config = bot_config(tmp_path, fake, f"sqlite:///{tmp_path / 'shared.db'}", runs)
     env = {**os.environ, "WECHATBOT_WECOM_BOT__SECRET": SECRET}
     with open(tmp_path / "worker.log", "w") as log:
-        worker = subprocess.Popen([sys.executable, "-m", "wechatbot.cli", "worker", "--config", str(config)],
-                                  cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        worker = subprocess.Popen(worker_command(config), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             fake.wait_subscribed(BOT, timeout=15)
             req_id = fake.push_text(BOT, "from the worker")
             assert protocol.stream_of(fake.wait_final_reply(req_id)).content == "got from the worker"
             assert runs.read_text().split()[0] == str(worker.pid)
         finally:
-            worker.send_signal(signal.SIGINT)
-            try:
-                worker.wait(15)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait(5)
+            stop_worker(worker)
 
 
 def test_a_frame_waiting_to_be_sent_again_survives_the_sigkill_of_its_holder(tmp_path, fake) -> None:
@@ -203,16 +184,8 @@ def test_a_frame_waiting_to_be_sent_again_survives_the_sigkill_of_its_holder(tmp
 
     runs = tmp_path / "runs.txt"
     runs.touch()
-    plugins = tmp_path / "plugins"
-    plugins.mkdir()
-    (plugins / "recorder.py").write_text(RECORDER)
-    config = tmp_path / "config.ini"
     store_url = f"sqlite:///{tmp_path / 'shared.db'}"
-    config.write_text(ini_text({
-        "wecom:bot": {"type": "aibot", "mode": "websocket", "bot_id": BOT, "ws_url": fake.url},
-        "wechatbot": {"store": store_url, "plugins_dir": str(plugins), "plugins": "recorder"},
-        "plugin:recorder": {"runs": str(runs)},
-    }))
+    config = bot_config(tmp_path, fake, store_url, runs)
     env = {**os.environ, "WECHATBOT_WECOM_BOT__SECRET": SECRET}
     busy = {"on": True}
     fake.receipt_policy(lambda frame, nth: Refuse(protocol.ERR_FREQUENCY) if busy["on"] else 0.0)
@@ -221,8 +194,7 @@ def test_a_frame_waiting_to_be_sent_again_survives_the_sigkill_of_its_holder(tmp
     try:
         for n in range(2):
             logs.append(open(tmp_path / f"worker-{n}.log", "w"))
-            workers.append(subprocess.Popen([sys.executable, "-m", "wechatbot.cli", "worker", "--config", str(config)],
-                                            cwd=ROOT, env=env, stdout=logs[-1], stderr=subprocess.STDOUT))
+            workers.append(subprocess.Popen(worker_command(config), cwd=ROOT, env=env, stdout=logs[-1], stderr=subprocess.STDOUT))
         fake.wait_subscribed(BOT, timeout=20)
         req_id = fake.push_text(BOT, "rate limited")
         fake.wait_for(lambda: fake.received(protocol.RESPOND, req_id), 10, "the first try")  # refused: 10 s pause
@@ -236,13 +208,7 @@ def test_a_frame_waiting_to_be_sent_again_survives_the_sigkill_of_its_holder(tmp
         assert len(runs.read_text().splitlines()) == 1  # the plugin ran once; only its frame went again
     finally:
         for worker in workers:
-            if worker.poll() is None:
-                worker.send_signal(signal.SIGINT)
-                try:
-                    worker.wait(15)
-                except subprocess.TimeoutExpired:
-                    worker.kill()
-                    worker.wait(5)
+            stop_worker(worker)
         for log in logs:
             log.close()
         store.close()
