@@ -37,8 +37,8 @@ log = logging.getLogger("wechatbot")
 EXTENSION = "wechatbot"
 QUERY_KEYS = ("msg_signature", "timestamp", "nonce")
 _READ_CHUNK = 64 * 1024
-# Put in the environ by wechatbot.serving's worker: when the request arrived
-# (time.monotonic()), and a callable saying whether requests wait for a thread.
+#: WSGI environ keys that wechatbot.serving's worker sets: when the request arrived
+#: (``time.monotonic()``), and a callable, True while requests wait for a free thread.
 ARRIVED, CROWDED = "wechatbot.arrived", "wechatbot.crowded"
 
 ConfigSource = Config | str | os.PathLike[str] | None

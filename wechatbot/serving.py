@@ -53,10 +53,8 @@ if not all(hasattr(ThreadWorker, name) for name in _GTHREAD_PARTS) or not hasatt
     raise ImportError(f"wechatbot.serving.BufferingWorker needs gunicorn 27's gthread worker, not gunicorn "
                       f"{gunicorn.__version__}'s: pip install 'gunicorn>=27', or set worker_class = 'gthread'")
 
-#: The WSGI environ key holding the request's arrival, on ``time.monotonic()``'s clock.
-ARRIVED = "wechatbot.arrived"
-#: The WSGI environ key holding a callable: True while a round of requests waits for a free thread.
-CROWDED = "wechatbot.crowded"
+from .ext import ARRIVED, CROWDED  # noqa: E402  # the environ keys the callback view reads
+
 #: Seconds a request may take to arrive, from its first byte (or its connection).
 DEFAULT_REQUEST_TIMEOUT = 5.0
 #: The body buffered when the app does not say how large a body it takes.
