@@ -132,6 +132,22 @@ def test_add_after_expiry_and_after_delete(store: Store, key: Callable[[str], st
     assert store.get(key("a")) == "again"
 
 
+def test_add_and_get_reads_the_other_key_only_when_it_stores(store: Store, key: Callable[[str], str]) -> None:
+    store.set(key("question"), "what is your name?", ttl=30)
+    assert store.add_and_get(key("claim"), "first", 30, key("question")) == (True, "what is your name?")
+    assert store.add_and_get(key("claim"), "second", 30, key("question")) == (False, None)
+    assert store.get(key("claim")) == "first"
+    assert store.add_and_get(key("other-claim"), "x", 30, key("no-such-key")) == (True, None)
+
+
+def test_add_and_get_sees_neither_expired_entry(store: Store, key: Callable[[str], str]) -> None:
+    store.set(key("question"), "stale", ttl=0.1)
+    assert store.add(key("claim"), "old", ttl=0.1) is True
+    time.sleep(0.15)
+    assert store.add_and_get(key("claim"), "new", 30, key("question")) == (True, None)
+    assert store.get(key("claim")) == "new"
+
+
 def test_delete(store: Store, key: Callable[[str], str]) -> None:
     store.delete(key("never-set"))
     store.set(key("a"), "v")

@@ -22,6 +22,7 @@ from .store import PREFIXES
 from .wecom.replies import TextReply
 
 if TYPE_CHECKING:
+    from .dedup import Fetched
     from .store import Store
 
 
@@ -69,7 +70,8 @@ class Conversations:
         self.cancel_words = {word.strip().casefold() for word in cancel_words if word.strip()}
         self.cancel_reply = cancel_reply
 
-    def _key(self, message: Any) -> str:
+    def key_for(self, message: Any) -> str:
+        """The store key of the question ``message``'s sender would be answering."""
         return f"{PREFIXES['ask']}{self.endpoint}:{chat_of(message)}:{message.from_user}"
 
     def ask(self, plugin: str, message: Any, question: str, then: Callable[..., Any], state: Any = None,
@@ -81,17 +83,19 @@ class Conversations:
             raw = json.dumps(record, ensure_ascii=False)
         except TypeError as exc:
             raise TypeError(f"context.ask state must be plain JSON: {exc}") from None
-        self.store.set(self._key(message), raw, timeout or self.timeout)
+        self.store.set(self.key_for(message), raw, timeout or self.timeout)
         return TextReply(question)
 
-    def take(self, message: Any) -> Pending | None:
+    def take(self, message: Any, fetched: Fetched | None = None) -> Pending | None:
         """The question ``message`` answers, claimed for this message only; None when there is none.
 
         Two messages arriving at once on different workers cannot both take
         the same question: the claim is an atomic ``add`` in the shared store.
+        ``fetched`` is the question's record as read with the callback's dedup
+        claim (:meth:`Dedup.claim_and_get`); without it, it is read here.
         """
-        key = self._key(message)
-        raw = self.store.get(key)
+        key = self.key_for(message)
+        raw = self.store.get(key) if fetched is None else fetched.value
         if raw is None:
             return None
         record = json.loads(raw)

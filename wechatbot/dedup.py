@@ -14,6 +14,7 @@ import os
 import socket
 import threading
 import time
+from typing import NamedTuple
 
 from .wecom.messages import Message
 from .store import Store
@@ -32,6 +33,12 @@ REPLY_PREFIX = "reply:"
 SILENT_AFTER = 10.0
 #: Every callback's dedup key starts with this.
 CALLBACK_PREFIX = "cb:"
+
+
+class Fetched(NamedTuple):
+    """A value read from the store along with a claim (``value`` None: the key is absent)."""
+
+    value: str | None
 
 
 def _owner_alive(host: str, pid: int) -> bool:
@@ -96,18 +103,32 @@ class Dedup:
         a callback that kills every worker it reaches runs at most as often
         as WeCom sends it (four times).
         """
-        if self.store.add(key, self._running(), self.ttl):
-            return True
+        return self.claim_and_get(key, None, take_over)[0]
+
+    def claim_and_get(self, key: str, other: str | None, take_over: bool = False) -> tuple[bool, Fetched | None]:
+        """:meth:`claim`, reading ``other`` in the same store round trip on a first arrival.
+
+        The second item is ``other``'s value as :class:`Fetched` when it was
+        read, ``None`` when it was not (a retry, a callback taken over, or no
+        ``other``): then whoever needs it reads it.
+        """
+        if other is None:
+            added, fetched = self.store.add(key, self._running(), self.ttl), None
+        else:
+            added, value = self.store.add_and_get(key, self._running(), self.ttl, other)
+            fetched = Fetched(value) if added else None
+        if added:
+            return True, fetched
         if not take_over:
-            return False
+            return False, None
         state = self.store.get(key)
         if state is None or not self._abandoned(state):
-            return False
+            return False, None
         self.store.release(key, state)
         if not self.store.add(key, self._running(taken_over=True), self.ttl):
-            return False  # another retry took it first
+            return False, None  # another retry took it first
         log.warning("callback %s taken over: its first arrival's process is dead or silent", key)
-        return True
+        return True, None
 
     def _running(self, taken_over: bool = False) -> str:
         return f"{RUNNING}:{self._host}:{os.getpid()}:{time.time():.3f}" + (":again" if taken_over else "")

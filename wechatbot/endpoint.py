@@ -30,6 +30,7 @@ from .wecom.replies import ChunkedReply, Reply
 
 if TYPE_CHECKING:
     from .api import WeComAPI
+    from .dedup import Fetched
 
 log = logging.getLogger("wechatbot.endpoint")
 
@@ -120,15 +121,20 @@ class Endpoint:
                 ) from exc
         self.schedules = collect_schedules(self._host_config, self.pm, self.contexts, self.name)
 
-    def plan(self, message: Message) -> Plan:
+    def question_key(self, message: Message) -> str | None:
+        """The store key of the question ``message`` may answer (``None`` for an event: it answers none)."""
+        return None if message.is_event else self.conversations.key_for(message)
+
+    def plan(self, message: Message, question: Fetched | None = None) -> Plan:
         """Decide once what ``message`` is (``intake``): a reply made by the host, or the steps to ask.
 
         The steps come split like the plugins: the leading inline-safe ones,
-        then the rest (run off the request thread).
+        then the rest (run off the request thread). ``question`` is the
+        record under :meth:`question_key`, if the caller read it already.
         """
         chain = self.chains[hook_for(message)]["all"]
         try:
-            decision = self.intake.decide(message, chain)
+            decision = self.intake.decide(message, chain, question)
         except Exception as exc:  # the store is down: no answers, commands or counted plugins
             log.error("[%s] cannot read questions, commands or limits (%s: %s): only unrestricted plugins asked",
                       self.section, type(exc).__name__, exc)

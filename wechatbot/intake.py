@@ -27,6 +27,7 @@ from .wecom.replies import Reply, TextReply
 
 if TYPE_CHECKING:
     from .conversations import Conversations
+    from .dedup import Fetched
     from .metadata import PluginMetadata
     from .permissions import Permissions
 
@@ -79,10 +80,14 @@ class Intake:
         self.plugins = set(plugins)
         self.governed = {name for name in self.plugins if permissions.governs(name)}
 
-    def decide(self, message: Any, chain: list[Any]) -> Decision:
-        """What to do with ``message``, given the plugins' ``chain`` for its hook."""
+    def decide(self, message: Any, chain: list[Any], question: Fetched | None = None) -> Decision:
+        """What to do with ``message``, given the plugins' ``chain`` for its hook.
+
+        ``question``: the sender's pending question as already read from the
+        store (``None``: read it here).
+        """
         if not getattr(message, "is_event", False):
-            answered = self._answer(message)
+            answered = self._answer(message, question)
             if answered is not None:
                 return answered
             text = command_text(message)
@@ -95,8 +100,8 @@ class Intake:
         """The plugins no rule governs, for when the rules cannot be read (a rule never opens by accident)."""
         return Decision(chain=[impl for impl in chain if impl.plugin_name not in self.governed])
 
-    def _answer(self, message: Any) -> Decision | None:
-        pending = self.conversations.take(message)
+    def _answer(self, message: Any, question: Fetched | None) -> Decision | None:
+        pending = self.conversations.take(message, question)
         if pending is None:
             return None
         if self.conversations.is_cancel(message):

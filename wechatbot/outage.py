@@ -319,6 +319,12 @@ class ResilientStore(Store):
             self.possible_duplicates += 1
         return added
 
+    def add_and_get(self, key: str, value: str, ttl: float | None, other: str) -> tuple[bool, str | None]:
+        added, current = self._call("add_and_get", key, value, ttl, other)
+        if added and self._down_since is not None and key.startswith(CALLBACK_PREFIX):
+            self.possible_duplicates += 1
+        return added, current
+
     def incr(self, key: str, amount: int = 1, ttl: float | None = None) -> int:
         return self._call("incr", key, amount, ttl)
 
@@ -365,6 +371,9 @@ class _Durable(Store):
 
     def add(self, key: str, value: str, ttl: float | None = None) -> bool:
         return self._resilient._durable_call("add", key, value, ttl)
+
+    def add_and_get(self, key: str, value: str, ttl: float | None, other: str) -> tuple[bool, str | None]:
+        return self._resilient._durable_call("add_and_get", key, value, ttl, other)
 
     def incr(self, key: str, amount: int = 1, ttl: float | None = None) -> int:
         return self._resilient._durable_call("incr", key, amount, ttl)

@@ -26,7 +26,7 @@ from typing import Callable
 from . import logs, metrics
 from .config import Config
 from .decision import Route, decide
-from .dedup import Dedup, callback_key
+from .dedup import Dedup, Fetched, callback_key
 from .deferred import dispatch_record
 from .endpoint import Endpoint
 from .jobs import Jobs
@@ -144,14 +144,15 @@ class Pipeline:
             return Answer(endpoint.crypto.encrypt_reply(passive, nonce, fmt=reply_envelope), MIMETYPES[reply_envelope],
                           message, None, Route.STREAM)
         key = callback_key(endpoint.name, message, plaintext)
-        if not self._claim(endpoint, key):
+        claimed, question = self._claim(endpoint, key, message)
+        if not claimed:
             log.info("[%s] retry of %s: plugins not run again", endpoint.section, key)
             waited = time.monotonic() - arrived_at if arrived_at is not None else 0.0
             passive = self.dedup.wait_for_answer(key, max(0.0, self.deadline - waited))
             plugin, route = "(retry)", Route.PASSIVE if passive else Route.EMPTY
         else:
             started = arrived_at if arrived_at is not None else time.monotonic()
-            asked = self._ask(endpoint, message, started, crowded)
+            asked = self._ask(endpoint, message, started, crowded, question)
             time_left = self.deadline - (time.monotonic() - started)
             route = decide(asked.reply, message, channel, time_left, finished=asked.finished)
             passive = self._follow(route, endpoint, message, plaintext, key, asked, late=time_left <= 0, arrived=arrived)
@@ -163,16 +164,20 @@ class Pipeline:
 
     # -- the steps ------------------------------------------------------------
 
-    def _claim(self, endpoint: Endpoint, key: str) -> bool:
-        """True for a first arrival. A store that fails counts as one: answer it, do not 500."""
+    def _claim(self, endpoint: Endpoint, key: str, message: Message) -> tuple[bool, Fetched | None]:
+        """Whether this is a first arrival, and the sender's pending question read along with the claim.
+
+        A store that fails counts as a first arrival: answer it, do not 500.
+        """
         try:
-            return self.dedup.claim(key, take_over=True)
+            return self.dedup.claim_and_get(key, endpoint.question_key(message), take_over=True)
         except Exception as exc:
             log.error("[%s] store unavailable, %s handled without retry detection: %s: %s",
                       endpoint.section, key, type(exc).__name__, exc)
-            return True
+            return True, None
 
-    def _ask(self, endpoint: Endpoint, message: Message, started: float, crowded: Callable[[], bool] | None) -> _Asked:
+    def _ask(self, endpoint: Endpoint, message: Message, started: float, crowded: Callable[[], bool] | None,
+             question: Fetched | None = None) -> _Asked:
         """The endpoint's plan: the inline steps on this thread; if none answered, the rest in the pool, until the deadline.
 
         ``started`` is when the deadline began (``time.monotonic()``): a
@@ -181,7 +186,7 @@ class Pipeline:
         keep others waiting for a thread (``crowded()``) does not wait for
         the pool either.
         """
-        plan = endpoint.plan(message)
+        plan = endpoint.plan(message, question)
         if plan.reply is not None:
             return _Asked(plan.plugin, plan.reply)
         plugin, reply = endpoint.ask_chain(message, plan.inline)

@@ -153,6 +153,17 @@ class Store(ABC):
         callback dedup and :meth:`lock` safe.
         """
 
+    def add_and_get(self, key: str, value: str, ttl: float | None, other: str) -> tuple[bool, str | None]:
+        """:meth:`add`, and when it stored ``value``, the value of ``other`` as :meth:`get` gives it.
+
+        One round trip where the store allows (a callback's dedup claim and
+        the read of the sender's pending question, on every callback).
+        When nothing was stored, ``other`` is not read: ``(False, None)``.
+        """
+        if not self.add(key, value, ttl):
+            return False, None
+        return True, self.get(other)
+
     @abstractmethod
     def incr(self, key: str, amount: int = 1, ttl: float | None = None) -> int:
         """Add ``amount`` to the integer in ``key`` (absent or expired: 0); return the new value.
@@ -290,6 +301,17 @@ class MemoryStore(Store):
             self._maybe_purge(now)
             return True
 
+    def add_and_get(self, key: str, value: str, ttl: float | None, other: str) -> tuple[bool, str | None]:
+        now = time.monotonic()
+        expires = self._expiry(ttl, now)
+        with self._mutex:
+            if self._live(key, now) is not None:
+                return False, None
+            self._data[key] = (value, expires)
+            self._maybe_purge(now)
+            live = self._live(other, now)
+            return True, None if live is None else live[0]
+
     def incr(self, key: str, amount: int = 1, ttl: float | None = None) -> int:
         now = time.monotonic()
         expires = self._expiry(ttl, now)
@@ -382,6 +404,11 @@ class SQLiteStore(Store):
     # The conflict branch only overwrites an expired row, so the one statement
     # both tests and sets; changes() (rowcount) tells whether it did.
     _SQL_ADD = _SQL_SET + f" WHERE {_TABLE}.expires IS NOT NULL AND {_TABLE}.expires <= ?"
+    # The same, returning a row (with another key's live value) only when it stored one.
+    _SQL_ADD_AND_GET = _SQL_ADD + (
+        f" RETURNING (SELECT other.value FROM {_TABLE} AS other "
+        "WHERE other.key = ? AND (other.expires IS NULL OR other.expires > ?))"
+    )
     # An expired row starts again from the amount and the new expiry.
     _SQL_INCR = (
         f"INSERT INTO {_TABLE} (key, value, expires) VALUES (?, CAST(? AS TEXT), ?) "
@@ -613,6 +640,17 @@ class SQLiteStore(Store):
             self._after_write(conn, now)
         return added
 
+    def add_and_get(self, key: str, value: str, ttl: float | None, other: str) -> tuple[bool, str | None]:
+        """One statement: SQLite is entered (and the GIL let go of) once, not twice."""
+        _check_ttl(ttl)
+        now = time.time()
+        conn, lock = self._conn()
+        with lock:
+            rows = self._execute(conn, self._SQL_ADD_AND_GET,
+                                (key, value, None if ttl is None else now + ttl, now, other, now)).fetchall()
+            self._after_write(conn, now)  # fetchall: the statement ran to its end, so it is committed
+        return (True, rows[0][0]) if rows else (False, None)
+
     def incr(self, key: str, amount: int = 1, ttl: float | None = None) -> int:
         _check_ttl(ttl)
         now = time.time()
@@ -710,6 +748,14 @@ class RedisStore(Store):
 
     def add(self, key: str, value: str, ttl: float | None = None) -> bool:
         return bool(self._client.set(key, value, px=self._px(ttl), nx=True))
+
+    def add_and_get(self, key: str, value: str, ttl: float | None, other: str) -> tuple[bool, str | None]:
+        """``SET NX`` and ``GET`` in one round trip (a pipeline; ``other`` read even when not needed)."""
+        with self._client.pipeline(transaction=False) as pipe:
+            pipe.set(key, value, px=self._px(ttl), nx=True)
+            pipe.get(other)
+            added, current = pipe.execute()
+        return (True, current) if added else (False, None)
 
     def incr(self, key: str, amount: int = 1, ttl: float | None = None) -> int:
         px = self._px(ttl)
