@@ -238,6 +238,10 @@ def test_a_worker_killed_mid_stream(hosts) -> None:
         assert time.monotonic() < deadline
         time.sleep(0.05)
     owner = int(hosts.runs_of("MSG-HANG")[0].split()[0])
+    # The plugin ran; kill its worker once its first chunk is in the stream (on a busy machine that comes later).
+    while bot.poll(first.stream["id"]).content != "before the kill":
+        assert time.monotonic() < deadline, "the stream never showed its first chunk"
+        time.sleep(0.05)
     os.kill(owner, signal.SIGKILL)
     started = time.monotonic()
     answer = first
