@@ -399,7 +399,7 @@ def kill_workers_scenario(args: argparse.Namespace) -> dict:
 def api_down_scenario(args: argparse.Namespace) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="wechatbot-faults-"))
     # Every reply is late: the plugin takes longer than reply_deadline (3 s), so each is pushed.
-    # At --api-rate (4/s) the 16 request threads of 2 workers, each waiting reply_deadline, keep up.
+    # At --api-rate (4/s) more wait than 2 workers have request threads: those answer at once, pushed too.
     run = Run(tmp, f"sqlite:///{tmp}/var/state.db", args.api_messages, args.api_rate, delay=3.5, settle=args.settle)
     paths = ("message/send", "gettoken")
     try:
