@@ -544,3 +544,33 @@ def test_pop_race_between_threads_takes_each_entry_once(store: Store, key: Calla
     for t in threads:
         t.join()
     assert sorted(taken, key=int) == [str(n) for n in range(200)]
+
+
+def test_sqlite_set_many_writes_batches_of_every_size(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'state.db'}")
+    try:
+        for size in (1, 2, 3, 5, 127, 128, 129, 200, 255, 256, 257, 600):
+            items = {f"k{size}:{i}": f"v{size}:{i}" for i in range(size)}
+            store.set_many(items, ttl=60)
+            assert {key: store.get(key) for key in items} == items
+    finally:
+        store.close()
+
+
+def test_sqlite_batches_of_many_sizes_do_not_grow_memory(tmp_path: Path) -> None:
+    """A worker writes answered callbacks in batches of whatever size gathered; memory must not grow with the sizes."""
+    def rss_mib() -> float:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+    if not Path("/proc/self/statm").exists():
+        pytest.skip("needs /proc to read this process's memory")
+    store = open_store(f"sqlite:///{tmp_path / 'state.db'}")
+    try:
+        store.set_many({"warm": "up"}, ttl=60)
+        before = rss_mib()
+        for batch in range(400):
+            size = batch % 200 + 1
+            store.set_many({f"cb:{batch}:{i}": "reply:" + "x" * 300 for i in range(size)}, ttl=900)
+        assert rss_mib() - before < 5  # one cached statement per batch size grew it by about 10 MiB
+    finally:
+        store.close()
