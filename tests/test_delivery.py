@@ -11,7 +11,7 @@ from wechatbot import hookimpl
 from wechatbot.metrics import sample
 from wechatbot.jobs import Jobs, queue_for
 from wechatbot.testing.simulator import event_xml, message_xml
-from wechatbot.store import open_store
+from wechatbot.store import SQLiteStore, open_store
 from wechatbot.testing import app_sections, make_app, simulated_wecom
 
 
@@ -184,6 +184,37 @@ def test_job_held_by_a_live_worker_is_not_run_twice(tmp_path) -> None:
         jobs.finish("cb:alive")
         time.sleep(1.5)
         assert ran == []
+    finally:
+        jobs.stop()
+
+
+class _SlowLeaseWrites(SQLiteStore):
+    """The SQLite store with every lease write taking 10 ms, as a store across a network or under load does."""
+
+    def set(self, key: str, value: str, ttl: float | None = None) -> None:
+        if key.startswith("lease:"):
+            time.sleep(0.01)
+        super().set(key, value, ttl)
+
+    def set_many(self, items: dict[str, str], ttl: float | None = None) -> None:
+        time.sleep(0.01)
+        super().set_many(items, ttl)
+
+
+def test_many_jobs_held_at_once_keep_their_leases(tmp_path) -> None:
+    """200 late replies in one process: renewing their leases must not take longer than a lease lasts."""
+    store = _SlowLeaseWrites(tmp_path / "s.db")
+    ran: list[dict] = []
+    jobs = Jobs(store, queue_for(f"sqlite:///{tmp_path}/s.db"), ran.append, lease=1.0)
+    jobs.start()
+    keys = [f"cb:held:{n}" for n in range(200)]
+    try:
+        for key in keys:
+            jobs.adopt({"app": "", "plaintext": "<xml/>", "kind": "dispatch"}, key)
+        time.sleep(3)  # guards fire every second; one by one, a pass over 200 leases takes 2 s
+        assert ran == []
+        for key in keys:
+            jobs.finish(key)
     finally:
         jobs.stop()
 

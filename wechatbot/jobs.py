@@ -387,11 +387,15 @@ class Jobs:
                 self.flush_spool()
             with self._held_lock:
                 keys = list(self.held)
-            for key in keys:
-                try:
-                    self.store.set(f"lease:{key}", self.owner, self.lease)
-                except Exception:
-                    log.exception("cannot renew the lease of deferred job %s", key)
+            if not keys:
+                continue
+            # One write for all of them: renewed one by one, a few hundred jobs held
+            # through a burst took longer than the lease, which then lapsed and
+            # another worker ran the job again.
+            try:
+                self.store.set_many({f"lease:{key}": self.owner for key in keys}, self.lease)
+            except Exception:
+                log.exception("cannot renew the leases of %d deferred jobs", len(keys))
 
     def pending(self) -> int:
         """Jobs waiting in the queue (not counting scheduled guards)."""
