@@ -1,11 +1,17 @@
 """Session-wide guards for the test suite."""
 from __future__ import annotations
 
+import sys
 import threading
 import time
+from pathlib import Path
 from typing import Iterator
 
 import pytest
+
+# Helper modules beside the tests (fuzz_strategies) import by name: --import-mode=importlib
+# puts no test folder on sys.path.
+sys.path.insert(0, str(Path(__file__).parent))
 
 
 def _wechatbot_threads() -> list[str]:

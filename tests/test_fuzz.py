@@ -15,6 +15,8 @@ from wechatbot import hookimpl
 from wechatbot.testing import app_sections, make_app
 from wechatbot.wecom.crypto import WeComCrypto, signature
 
+from fuzz_strategies import numbers, xml_documents
+
 FUZZ = settings(max_examples=200, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
@@ -61,26 +63,12 @@ def assert_answered(response) -> None:
 
 
 texts = st.text(max_size=60)
-numbers = st.one_of(st.integers(min_value=-10**400, max_value=10**400).map(str), st.text("0123456789", max_size=450))
 field_values = st.one_of(texts, numbers, st.sampled_from(MSG_TYPES))
 
 
-@st.composite
-def documents(draw) -> str:
+def documents() -> st.SearchStrategy[str]:
     """XML plaintext shaped like WeCom's, with fields, nesting and values that go wrong."""
-    def element(depth: int) -> str:
-        name = draw(st.sampled_from(FIELD_NAMES))
-        if depth < 3 and draw(st.booleans()):
-            inner = "".join(element(depth + 1) for _ in range(draw(st.integers(0, 3))))
-        else:
-            value = draw(field_values)
-            escaped = value.replace("&", "&amp;").replace("<", "&lt;")
-            inner = draw(st.sampled_from([f"<![CDATA[{value}]]>", escaped, ""]))
-        return f"<{name}>{inner}</{name}>"
-
-    fields = "".join(element(1) for _ in range(draw(st.integers(0, 8))))
-    wrapper = draw(st.sampled_from(["<xml>{}</xml>", "<xml>{}", "{}", "<other>{}</other>", "<xml a='1'>{}</xml>"]))
-    return wrapper.format(fields)
+    return xml_documents(FIELD_NAMES, field_values, max_depth=3, max_fields=8)
 
 
 @FUZZ

@@ -30,6 +30,8 @@ from wechatbot.logs import TextFormatter
 from wechatbot.testing.hosts import flask_transport
 from wechatbot.wecom.crypto import signature
 
+from fuzz_strategies import WRAPPERS, numbers, xml_documents
+
 FUZZ = settings(max_examples=int(os.environ.get("WECHATBOT_FUZZ_EXAMPLES", "200")), deadline=None, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
@@ -205,7 +207,6 @@ def test_any_signed_aibot_plaintext_is_answered(aibot, caplog, plaintext) -> Non
     lines.check(post(client, sim, plaintext))
 
 
-numbers = st.one_of(st.integers(min_value=-10**400, max_value=10**400).map(str), st.text("0123456789", max_size=450))
 
 
 @FUZZ
@@ -244,23 +245,10 @@ GROUP_FIELDS = ["MsgType", "From", "UserId", "Name", "Alias", "ChatId", "ChatTyp
 GROUP_TYPES = ["text", "image", "mixed", "event", "attachment", "command", "", "TEXT", "unknown"]
 
 
-@st.composite
-def group_documents(draw) -> str:
+def group_documents() -> st.SearchStrategy[str]:
     """Group robot XML with the robot's fields, nested and valued wrongly."""
-    def element(depth: int) -> str:
-        name = draw(st.sampled_from(GROUP_FIELDS))
-        if depth < 4 and draw(st.booleans()):
-            inner = "".join(element(depth + 1) for _ in range(draw(st.integers(0, 3))))
-        else:
-            value = draw(st.one_of(texts, numbers, st.sampled_from(GROUP_TYPES + DEAD_URLS)))
-            escaped = value.replace("&", "&amp;").replace("<", "&lt;")
-            inner = draw(st.sampled_from([f"<![CDATA[{value}]]>", escaped, ""]))
-        return f"<{name}>{inner}</{name}>"
-
-    fields = "".join(element(1) for _ in range(draw(st.integers(0, 10))))
-    wrapper = draw(st.sampled_from(["<xml>{}</xml>", "<xml>{}", "{}", "<other>{}</other>", "<xml a='1'>{}</xml>",
-                                    "<xml><xml>{}</xml></xml>"]))
-    return wrapper.format(fields)
+    return xml_documents(GROUP_FIELDS, st.one_of(texts, numbers, st.sampled_from(GROUP_TYPES + DEAD_URLS)),
+                         max_depth=4, max_fields=10, wrappers=WRAPPERS + ["<xml><xml>{}</xml></xml>"])
 
 
 @FUZZ

@@ -301,17 +301,6 @@ class MemoryStore(Store):
             self._maybe_purge(now)
             return True
 
-    def add_and_get(self, key: str, value: str, ttl: float | None, other: str) -> tuple[bool, str | None]:
-        now = time.monotonic()
-        expires = self._expiry(ttl, now)
-        with self._mutex:
-            if self._live(key, now) is not None:
-                return False, None
-            self._data[key] = (value, expires)
-            self._maybe_purge(now)
-            live = self._live(other, now)
-            return True, None if live is None else live[0]
-
     def incr(self, key: str, amount: int = 1, ttl: float | None = None) -> int:
         now = time.monotonic()
         expires = self._expiry(ttl, now)
