@@ -13,6 +13,11 @@ distinct, signed and encrypted text messages (``callbacks.py``):
   route, sync workers: verify, decrypt, parse, echo, encrypt.
 * ``wechatpy``: ``wechatpy_app.py``, ``wechatpy.enterprise.crypto.WeChatCrypto``
   in a Flask route, sync workers: verify, decrypt, parse, echo, encrypt.
+* ``floor-sync``, ``floor-gthread``: ``floor_app.py``, the targets' path
+  (verify, decrypt, a SQLite claim shared by both workers, echo, encrypt)
+  written as directly as it can be, sync then gthread workers: not an
+  alternative anyone runs, but the least any host could spend on that path
+  under the same server, so the bounds of what the targets can ask.
 * ``wechatbot``: exactly as the README runs it, ``gunicorn wsgi:app`` in the
   project directory (so with ``gunicorn.conf.py``), a config with the default
   SQLite store (a new file each round) and the echo plugin: verify, decrypt,
@@ -95,7 +100,11 @@ class Side:
             "bare-gthread": ["-w", str(WORKERS), "-k", "gthread", "--threads", str(BARE_THREADS), "bare_app:app"],
             "seed": ["-w", str(WORKERS), "seed_app:app"],
             "wechatpy": ["-w", str(WORKERS), "wechatpy_app:app"],
+            "floor-sync": ["-w", str(WORKERS), "-k", "sync", "floor_app:app"],
+            "floor-gthread": ["-w", str(WORKERS), "-k", "gthread", "--threads", str(BARE_THREADS), "floor_app:app"],
         }[self.name]
+        if self.name in FLOOR_SIDES:
+            env["BENCH_FLOOR_DB"] = str(round_dir / f"{self.name}.db")
         # Run from benchmarks/, which holds no gunicorn.conf.py: gunicorn's defaults apply.
         return [gunicorn, "--bind", bind, *args], HERE, env
 
@@ -109,10 +118,15 @@ SIDES = {side.name: side for side in (
          "WXBizMsgCrypt3 (weworkapi-cfomp): verify, decrypt, ElementTree, echo, encrypt"),
     Side("wechatpy", f"wechatpy_app:app, gunicorn -w {WORKERS} (sync), no access log",
          "wechatpy WeChatCrypto: verify, decrypt, parse_message, echo, encrypt"),
+    Side("floor-sync", f"floor_app:app, gunicorn -w {WORKERS} -k sync, no access log",
+         "the targets' path at its most direct: verify, decrypt, SQLite claim, echo, encrypt"),
+    Side("floor-gthread", f"floor_app:app, gunicorn -w {WORKERS} -k gthread --threads {BARE_THREADS}, no access log",
+         "the same"),
     Side("wechatbot", "gunicorn wsgi:app with gunicorn.conf.py (as the README runs it)",
          "verify, decrypt, parse, dedup in SQLite, echo plugin, encrypt"),
 )}
 BARE_SIDES = ("bare-sync", "bare-gthread")
+FLOOR_SIDES = ("floor-sync", "floor-gthread")
 
 
 @dataclass
@@ -371,6 +385,18 @@ def summarize(rows: list[dict], sides: list[str], settings: str) -> dict:
         targets["rps_vs_seed"] = (round(ours["rps"] / medians["seed"]["rps"], 3), TARGET_SEED_RATIO, ">=")
     if ours:
         targets["rss_mib"] = (ours["rss_mib"], TARGET_RSS_MIB, "<=")
+    floors = [s for s in FLOOR_SIDES if s in medians]
+    if floors:
+        # What the targets' path allows at all: the most direct host of it against the same yardsticks.
+        summary["fastest_floor"] = max(floors, key=lambda s: medians[s]["rps"])
+        floor = medians[summary["fastest_floor"]]
+        summary["floor_ratios"] = {
+            key: round(floor["rps"] / medians[other]["rps"], 3)
+            for key, other in (("rps_vs_bare", summary.get("fastest_bare")), ("rps_vs_seed", "seed"))
+            if other in medians
+        }
+        if ours:
+            summary["floor_ratios"]["wechatbot_rps_vs_floor"] = round(ours["rps"] / floor["rps"], 3)
     summary["targets"] = {
         name: {"value": value, "target": target, "met": value >= target if op == ">=" else value <= target}
         for name, (value, target, op) in targets.items()
@@ -404,6 +430,15 @@ def print_table(summary: dict, rounds: int) -> None:
     for name, t in summary["targets"].items():
         op = "≤" if name in ("p99_vs_bare", "rss_mib") else "≥"
         print(f"{labels[name]:42} {t['value']:7.2f}   target {op} {t['target']:g}: {'met' if t['met'] else 'NOT met'}")
+    floor_labels = {
+        "rps_vs_bare": "floor req/s ÷ fastest bare route's",
+        "rps_vs_seed": "floor req/s ÷ seed view's",
+        "wechatbot_rps_vs_floor": "wechatbot req/s ÷ floor's",
+    }
+    if summary.get("fastest_floor"):
+        print(f"\nfastest floor: {summary['fastest_floor']} (the least the targets' path can cost)")
+    for name, ratio in summary.get("floor_ratios", {}).items():
+        print(f"{floor_labels[name]:42} {ratio:7.2f}")
     for other, ratio in summary.get("cpu_ratios", {}).items():
         label = f"CPU per request: {other}'s ÷ wechatbot's"
         print(f"{label:42} {ratio:7.2f}   (the same comparison in server CPU)")
