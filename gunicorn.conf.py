@@ -21,7 +21,9 @@ workers = int(os.environ.get("WECHATBOT_WORKERS", "2"))
 # gthread's, except that a thread only gets a request once it has arrived
 # whole (a slow client holds a socket, not a thread; one that takes over
 # $WECHATBOT_REQUEST_TIMEOUT, 5 s, is answered 408), and reply_deadline
-# counts from the request's arrival: see wechatbot/serving.py.
+# counts from the request's arrival; a kept-alive connection is closed after
+# $WECHATBOT_KEEPALIVE_REQUESTS (100), so that no worker keeps them all: see
+# wechatbot/serving.py.
 worker_class = "wechatbot.serving.BufferingWorker"
 threads = int(os.environ.get("WECHATBOT_THREADS", "4"))
 timeout = 30

@@ -29,6 +29,15 @@ read by its thread): put a TLS-terminating proxy in front.
 A body larger than the app takes (``[wechatbot] max_body``) is not
 buffered: the request goes to a thread once its headers are in, the app
 refuses it unread, and the connection is closed after the answer.
+
+A kept-alive connection is answered ``Connection: close`` after
+``$WECHATBOT_KEEPALIVE_REQUESTS`` requests (default 100; 0: no limit), as
+nginx's ``keepalive_requests`` does. A client that keeps its connections
+open (a reverse proxy's upstream keep-alive, a load generator) otherwise
+stays with whichever worker accepted them first: when one worker happened
+to accept them all, it served every request on one core, at a third of the
+rate, while the other worker sat idle. Opened again, a connection goes to
+the worker that accepts it first, the least busy one.
 """
 from __future__ import annotations
 
@@ -57,6 +66,8 @@ from .ext import ARRIVED, CROWDED  # noqa: E402  # the environ keys the callback
 
 #: Seconds a request may take to arrive, from its first byte (or its connection).
 DEFAULT_REQUEST_TIMEOUT = 5.0
+#: Requests a kept-alive connection carries before it is closed (0: no limit).
+DEFAULT_KEEPALIVE_REQUESTS = 100
 #: The body buffered when the app does not say how large a body it takes.
 DEFAULT_BODY_LIMIT = 1024 * 1024
 #: How long a closed connection's unread input is drained (RFC 9112 9.6), at most.
@@ -86,6 +97,7 @@ class _Conn(TConn):
         self.chunk_at = -1      # chunked body: where the next chunk's size line starts
         self.whole = True       # False: handed on before all of it arrived (closed after the answer)
         self.registered = False  # in the worker's poller
+        self.served = 0         # requests answered on this connection
 
     def init(self) -> None:
         super().init()
@@ -104,7 +116,8 @@ class BufferingWorker(ThreadWorker):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.request_timeout = float(os.environ.get("WECHATBOT_REQUEST_TIMEOUT") or DEFAULT_REQUEST_TIMEOUT)
+        self.request_timeout = _setting("WECHATBOT_REQUEST_TIMEOUT", float, DEFAULT_REQUEST_TIMEOUT)
+        self.keepalive_requests = _setting("WECHATBOT_KEEPALIVE_REQUESTS", int, DEFAULT_KEEPALIVE_REQUESTS)
         self.body_limit = DEFAULT_BODY_LIMIT
         cfg = self.cfg
         self.header_limit = (cfg.limit_request_line or 8190) + (cfg.limit_request_fields or 100) * (
@@ -235,6 +248,14 @@ class BufferingWorker(ThreadWorker):
         _serving.arrived = getattr(conn, "arrived", None)
         return super().handle(conn)
 
+    def handle_request(self, req: Any, conn: Any) -> bool:
+        """gthread's, answering ``Connection: close`` once the connection has carried its share of requests."""
+        if isinstance(conn, _Conn) and self.keepalive_requests:
+            conn.served += 1
+            if conn.served >= self.keepalive_requests:
+                req.must_close = True
+        return super().handle_request(req, conn)
+
     def _keepalive_after(self, conn: Any, keepalive: bool) -> bool:
         if not getattr(conn, "whole", True):
             return False  # its unread rest is not drained by a thread: the connection closes
@@ -364,6 +385,20 @@ def _scan_chunks(conn: _Conn, body_limit: int) -> int:
         conn.chunk_at = at
         if at - conn.need > body_limit:
             return _HEADERS_ONLY
+
+
+def _setting(name: str, kind: Callable[[str], Any], default: Any) -> Any:
+    """``$name`` read as a number of ``kind`` (``default`` when unset); a clear error for anything else."""
+    value = os.environ.get(name)
+    if not value:
+        return default
+    try:
+        number = kind(value)
+    except ValueError:
+        raise ValueError(f"${name} must be a number ({kind.__name__}), not {value!r}") from None
+    if number < 0:
+        raise ValueError(f"${name} must not be negative, got {value!r}")
+    return number
 
 
 def body_limit(app: Any) -> int:
