@@ -102,14 +102,15 @@ def test_connections_one_worker_took_all_of_reach_the_other_once_they_are_opened
 
 
 def test_a_setting_that_is_not_a_number_is_refused_with_its_name(monkeypatch) -> None:
+    from wechatbot.config import ConfigError
     from wechatbot.serving import DEFAULT_KEEPALIVE_REQUESTS, _setting
 
     assert _setting("WECHATBOT_KEEPALIVE_REQUESTS", int, DEFAULT_KEEPALIVE_REQUESTS) == DEFAULT_KEEPALIVE_REQUESTS
     monkeypatch.setenv("WECHATBOT_KEEPALIVE_REQUESTS", "0")
     assert _setting("WECHATBOT_KEEPALIVE_REQUESTS", int, DEFAULT_KEEPALIVE_REQUESTS) == 0
     monkeypatch.setenv("WECHATBOT_KEEPALIVE_REQUESTS", "many")
-    with pytest.raises(ValueError, match=r"\$WECHATBOT_KEEPALIVE_REQUESTS must be a number \(int\), not 'many'"):
+    with pytest.raises(ConfigError, match=r"\$WECHATBOT_KEEPALIVE_REQUESTS must be a int, got 'many'"):
         _setting("WECHATBOT_KEEPALIVE_REQUESTS", int, DEFAULT_KEEPALIVE_REQUESTS)
     monkeypatch.setenv("WECHATBOT_REQUEST_TIMEOUT", "-1")
-    with pytest.raises(ValueError, match="must not be negative"):
+    with pytest.raises(ConfigError, match=r"\$WECHATBOT_REQUEST_TIMEOUT must not be negative"):
         _setting("WECHATBOT_REQUEST_TIMEOUT", float, 5.0)

@@ -214,14 +214,19 @@ def env_overrides(environ: Mapping[str, str]) -> dict[tuple[str, str], str]:
     return overrides
 
 
-def _number(section: str, key: str, raw: str, kind: type) -> float | int:
+def parse_number(label: str, raw: str, kind: type) -> float | int:
+    """``raw`` as a ``kind`` of at least 0; else a ``ConfigError`` naming ``label`` (``[section] key``, ``$NAME``)."""
     try:
         value = kind(raw)
     except ValueError:
-        raise ConfigError(f"[{section}] {key} must be a {kind.__name__}, got {raw!r}") from None
+        raise ConfigError(f"{label} must be a {kind.__name__}, got {raw!r}") from None
     if value < 0:
-        raise ConfigError(f"[{section}] {key} must not be negative, got {raw!r}")
+        raise ConfigError(f"{label} must not be negative, got {raw!r}")
     return value
+
+
+def _number(section: str, key: str, raw: str, kind: type) -> float | int:
+    return parse_number(f"[{section}] {key}", raw, kind)
 
 
 def _command_prefix(raw: str) -> str:

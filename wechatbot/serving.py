@@ -62,6 +62,7 @@ if not all(hasattr(ThreadWorker, name) for name in _GTHREAD_PARTS) or not hasatt
     raise ImportError(f"wechatbot.serving.BufferingWorker needs gunicorn 27's gthread worker, not gunicorn "
                       f"{gunicorn.__version__}'s: pip install 'gunicorn>=27', or set worker_class = 'gthread'")
 
+from .config import parse_number  # noqa: E402
 from .ext import ARRIVED, CROWDED  # noqa: E402  # the environ keys the callback view reads
 
 #: Seconds a request may take to arrive, from its first byte (or its connection).
@@ -387,18 +388,10 @@ def _scan_chunks(conn: _Conn, body_limit: int) -> int:
             return _HEADERS_ONLY
 
 
-def _setting(name: str, kind: Callable[[str], Any], default: Any) -> Any:
-    """``$name`` read as a number of ``kind`` (``default`` when unset); a clear error for anything else."""
+def _setting(name: str, kind: type, default: Any) -> Any:
+    """``$name`` as a number of ``kind`` (``default`` when unset); a ``ConfigError`` naming it for anything else."""
     value = os.environ.get(name)
-    if not value:
-        return default
-    try:
-        number = kind(value)
-    except ValueError:
-        raise ValueError(f"${name} must be a number ({kind.__name__}), not {value!r}") from None
-    if number < 0:
-        raise ValueError(f"${name} must not be negative, got {value!r}")
-    return number
+    return parse_number(f"${name}", value, kind) if value else default
 
 
 def body_limit(app: Any) -> int:
