@@ -37,7 +37,7 @@ open (a reverse proxy's upstream keep-alive, a load generator) otherwise
 stays with whichever worker accepted them first: when one worker happened
 to accept them all, it served every request on one core, at a third of the
 rate, while the other worker sat idle. Opened again, a connection goes to
-the worker that accepts it first, the least busy one.
+the worker that accepts it first, most often the one with time to spare.
 """
 from __future__ import annotations
 
