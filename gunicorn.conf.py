@@ -14,10 +14,10 @@ workers = int(os.environ.get("WECHATBOT_WORKERS", "2"))
 # Threads, not sync workers: a request whose plugins may block waits up to
 # reply_deadline for them without holding up the worker's other callbacks.
 # Each thread a worker runs costs CPU on every request (more GIL hand-overs):
-# side by side, 4 per worker answered 11% more callbacks a second than 8, with
-# a lower p99 (benchmarks/README.md), while 8 callbacks at once (2 workers)
-# can still wait on slow plugins; beyond that their replies are pushed.
-# Raise it if yours are slow and busy.
+# side by side, 8 per worker were no faster than 4 (benchmarks/README.md),
+# while with 4, 8 callbacks at once (2 workers) can still wait on slow
+# plugins; beyond that their replies are pushed. Raise it if yours are slow
+# and busy.
 # gthread's, except that a thread only gets a request once it has arrived
 # whole (a slow client holds a socket, not a thread; one that takes over
 # $WECHATBOT_REQUEST_TIMEOUT, 5 s, is answered 408), and reply_deadline

@@ -8,7 +8,6 @@ signature or receive id must be refused.
 from __future__ import annotations
 
 import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
@@ -33,8 +32,7 @@ def floor(tmp_path, monkeypatch):
     spec = importlib.util.spec_from_file_location("floor_app_under_test", FLOOR)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    yield module.app, token, key
-    sys.modules.pop("floor_app_under_test", None)
+    return module.app, token, key
 
 
 def test_the_echo_opens_as_wecom_opens_it_and_a_repeat_is_not_answered(floor):

@@ -98,7 +98,6 @@ class _Conn(TConn):
         self.chunk_at = -1      # chunked body: where the next chunk's size line starts
         self.whole = True       # False: handed on before all of it arrived (closed after the answer)
         self.registered = False  # in the worker's poller
-        self.served = 0         # requests answered on this connection
 
     def init(self) -> None:
         super().init()
@@ -251,8 +250,8 @@ class BufferingWorker(ThreadWorker):
 
     def handle_request(self, req: Any, conn: Any) -> bool:
         """gthread's, answering ``Connection: close`` once the connection has carried its share of requests."""
-        if isinstance(conn, _Conn) and self.keepalive_requests:
-            conn.served += 1
+        if self.keepalive_requests:
+            conn.served = getattr(conn, "served", 0) + 1  # TLS connections are gthread's own TConn
             if conn.served >= self.keepalive_requests:
                 req.must_close = True
         return super().handle_request(req, conn)
